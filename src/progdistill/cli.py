@@ -1,0 +1,131 @@
+"""Command line: `progdistill run RECIPE [key=value ...]` and one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import RecipeError, load_recipe, recipe_names, recipe_text
+from .io import CheckpointError
+
+_OVERRIDES = "key=value overrides of recipe entries, dotted paths, values in YAML (e.g. teacher.steps=2000 " \
+             "students.seeds=[0,1] students.methods.2.speed=2)"
+
+
+def _out(args, recipe) -> Path:
+    return Path(args.out) if args.out else Path("runs") / recipe.name
+
+
+def cmd_run(args) -> None:
+    from .experiment import run_experiment
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = _out(args, recipe)
+    summary = run_experiment(recipe, out, progress=not args.quiet)
+    print(f"report: {out / 'report.md'}")
+    for label, entry in summary["methods"].items():
+        for budget, b in entry["budgets"].items():
+            print(f"  {label:>14} budget {budget}: median final accuracy {b['median_final_accuracy']:.3f}, "
+                  f"median samples to {summary['target']}: {b['median_samples_to_target']:,} "
+                  f"({b['reached_target']}/{len(b['seeds'])} reached)")
+
+
+def cmd_recipes(args) -> None:
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        print(f"{name:22} {recipe.description.strip().splitlines()[0] if recipe.description else ''}")
+    if args.show:
+        print(recipe_text(args.show)[0])
+
+
+def cmd_teacher(args) -> None:
+    from .experiment import prepare_run, teacher_phases, train_teacher
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = prepare_run(recipe, _out(args, recipe))
+    traj = train_teacher(recipe, out, not args.quiet)
+    phases = teacher_phases(recipe, traj, out)
+    print(f"teacher trajectory: {traj.root} ({len(traj.steps)} checkpoints); phases: {phases}")
+
+
+def cmd_probe(args) -> None:
+    from .experiment import prepare_run, probe_trajectory, train_teacher
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = prepare_run(recipe, _out(args, recipe))
+    probe_trajectory(recipe, train_teacher(recipe, out, not args.quiet), out, not args.quiet)
+    print(f"probe results: {out / 'probes'}")
+
+
+def cmd_distill(args) -> None:
+    from .experiment import prepare_run, run_students, teacher_phases, train_teacher
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = prepare_run(recipe, _out(args, recipe))
+    traj = train_teacher(recipe, out, not args.quiet)
+    run_students(recipe, out, traj, teacher_phases(recipe, traj, out), not args.quiet)
+    print(f"students: {out / 'students'}")
+
+
+def cmd_report(args) -> None:
+    from .experiment import summarize, teacher_phases, train_teacher
+    from .io import read_json
+    from .report import write_report
+    from .config import validate
+
+    out = Path(args.run)
+    recipe = validate(read_json(out / "run.json")["config"], str(out / "run.json"))
+    traj = train_teacher(recipe, out, progress=False)
+    summary = summarize(recipe, out, traj, teacher_phases(recipe, traj, out))
+    print(f"report: {write_report(recipe, out, summary)}")
+    if args.json:
+        print(json.dumps(summary["methods"], indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="progdistill",
+        description="Progressive distillation: train a teacher, probe its trajectory, distill students "
+                    "from its checkpoints with several schedules, and report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, fn, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("recipe", help="a shipped recipe name (see `progdistill recipes`) or a YAML file")
+        p.add_argument("overrides", nargs="*", help=_OVERRIDES)
+        p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(fn=fn)
+        return p
+
+    stage("run", cmd_run, "the whole experiment: teacher -> probes -> students -> report")
+    stage("teacher", cmd_teacher, "train the teacher and save its checkpoint trajectory")
+    stage("probe", cmd_probe, "run the recipe's curriculum probes over the teacher trajectory")
+    stage("distill", cmd_distill, "train the students (every method x budget x seed)")
+    p = sub.add_parser("report", help="(re)write report.md, plots and summary.json of a run folder")
+    p.add_argument("run", help="a run folder made by `progdistill run`")
+    p.add_argument("--json", action="store_true", help="also print the per-method summary as JSON")
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
+    p.set_defaults(fn=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (RecipeError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Model zoo and the factory that builds a model from (architecture config, task io)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .mlp import MLP
+from .transformer import BertMLM, GPTClassifier, GPTLM
+
+_IO_KEYS = {
+    "mlp": {"input_dim": "input_dim", "num_classes": "num_classes"},
+    "gpt": {"seq_len": "seq_len", "num_classes": "num_classes", "vocab_size": "vocab_size"},
+    "bert": {"seq_len": "seq_len", "vocab_size": "vocab_size", "pad_id": "pad_id"},
+    "gpt-lm": {"seq_len": "seq_len", "vocab_size": "vocab_size", "pad_id": "pad_id"},
+}
+_CLASSES: dict[str, type[nn.Module]] = {"mlp": MLP, "gpt": GPTClassifier, "bert": BertMLM, "gpt-lm": GPTLM}
+
+
+def resolve_architecture(arch: dict[str, Any], io: dict[str, Any]) -> dict[str, Any]:
+    """The full constructor arguments: the recipe's architecture plus what the task dictates."""
+    kind = arch["type"]
+    if kind not in _CLASSES:
+        raise ValueError(f"unknown model type {kind!r}; choose from {sorted(_CLASSES)}")
+    resolved = dict(arch)
+    for arg, key in _IO_KEYS[kind].items():
+        if key not in io:
+            raise ValueError(f"model type {kind!r} does not fit task inputs {sorted(io)}")
+        resolved[arg] = io[key]
+    return resolved
+
+
+def build_model(resolved: dict[str, Any]) -> nn.Module:
+    """Instantiate a model from resolved architecture arguments (see `resolve_architecture`)."""
+    args = dict(resolved)
+    return _CLASSES[args.pop("type")](**args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MLP", "GPTClassifier", "BertMLM", "GPTLM", "build_model", "resolve_architecture", "count_parameters"]

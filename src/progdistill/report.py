@@ -1,0 +1,159 @@
+"""Report: report.md with result tables and PNG plots, written from a run folder's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .config import Recipe  # noqa: E402
+from .io import read_json, write_text  # noqa: E402
+from .experiment import student_folder  # noqa: E402
+
+
+def _shade_phases(ax, phases: dict[str, Any] | None) -> None:
+    if phases:
+        ax.axvspan(phases["drop_start"], phases["drop_end"], color="orange", alpha=0.15, label="sharp drop")
+        ax.axvline(phases["middle"], color="orange", ls="--", lw=1, label="middle of drop")
+
+
+def plot_teacher(summary: dict[str, Any], path: Path) -> None:
+    teacher = summary["teacher"]
+    curve = teacher["curve"]
+    steps = [p["step"] for p in curve]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.plot(steps, [p["accuracy"] for p in curve], color="k")
+    ax2.plot(steps, [p["loss"] for p in curve], color="k")
+    for ax, name in ((ax1, "held-out accuracy"), (ax2, "held-out loss")):
+        _shade_phases(ax, teacher["phases"])
+        for ref, step in (teacher["auto_checkpoint"] or {}).items():
+            ax.axvline(step, color={"before": "tab:blue", "middle": "tab:red", "after": "tab:green"}[ref],
+                       lw=1, alpha=0.8, label=f"checkpoint '{ref}' ({step})")
+        ax.set_xlabel("teacher step")
+        ax.set_ylabel(name)
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=7)
+    fig.suptitle("Teacher trajectory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def monomial_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per degree: in-support and off-support mean correlation over the trajectory."""
+    steps = [r["step"] for r in rows]
+    degrees = sorted(rows[0]["result"]["degrees"], key=int)
+    return {
+        "steps": steps,
+        "accuracy": [r.get("accuracy") for r in rows],
+        "in": {j: [r["result"]["degrees"][j]["in_mean"] for r in rows] for j in degrees},
+        "off": {j: [r["result"]["degrees"][j]["off_mean"] for r in rows] for j in degrees},
+    }
+
+
+def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
+    series = monomial_series(rows)
+    steps = series["steps"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(series["in"])))
+    for c, j in zip(colors, series["in"]):
+        ax.plot(steps, series["in"][j], color=c, marker=".", label=f"degree {j}, in support")
+        ax.plot(steps, series["off"][j], color=c, ls=":", label=f"degree {j}, off support")
+    _shade_phases(ax, phases)
+    ax.set_xlabel("teacher step")
+    ax.set_ylabel("mean |corr(chi_A, p1)|")
+    acc = ax.twinx()
+    acc.plot(steps, series["accuracy"], color="k", alpha=0.5, lw=2, label="accuracy")
+    acc.set_ylabel("teacher held-out accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Implicit curriculum: monomial correlations over the teacher trajectory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
+    s = recipe.students
+    fig, axes = plt.subplots(1, len(s.steps), figsize=(6 * len(s.steps), 4), squeeze=False)
+    for ax, budget in zip(axes[0], s.steps):
+        for method in s.methods:
+            curves = [read_json(student_folder(out, method.display, budget, seed) / "curve.json")
+                      for seed in s.seeds]
+            samples = np.array([p["samples"] for p in curves[0]])
+            accs = np.array([[p["accuracy"] for p in c] for c in curves])
+            line, = ax.plot(samples, np.median(accs, 0), label=method.display)
+            ax.fill_between(samples, accs.min(0), accs.max(0), color=line.get_color(), alpha=0.15)
+        ax.axhline(recipe.report.target, color="gray", ls=":", lw=1)
+        ax.set_xlabel("training samples seen")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"Students, budget {budget} steps (median, band = min..max over {len(s.seeds)} seeds)",
+                     fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "never" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else f"{x:,}"
+
+
+def results_table(recipe: Recipe, summary: dict[str, Any]) -> str:
+    lines = ["| budget | method | final accuracy, median [min–max] | samples to target, median | reached |",
+             "| --- | --- | --- | --- | --- |"]
+    for label, entry in summary["methods"].items():
+        for budget, b in entry["budgets"].items():
+            accs = [r["final_accuracy"] for r in b["seeds"].values()]
+            lines.append(f"| {budget} | {label} | {b['median_final_accuracy']:.3f} [{min(accs):.3f}–{max(accs):.3f}] "
+                         f"| {b['median_samples_to_target']:,} | {b['reached_target']}/{len(accs)} |")
+    return "\n".join(lines)
+
+
+def monomial_table(rows: list[dict[str, Any]]) -> str:
+    series = monomial_series(rows)
+    lines = ["| teacher step | accuracy | degree-1 in-support | degree-1 off-support | ratio |",
+             "| --- | --- | --- | --- | --- |"]
+    for i, step in enumerate(series["steps"]):
+        a, b = series["in"]["1"][i], series["off"]["1"][i]
+        lines.append(f"| {step} | {series['accuracy'][i]:.3f} | {a:.4f} | {b:.4f} | {a / b if b else float('nan'):.1f} |")
+    return "\n".join(lines)
+
+
+def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
+    """Write out/report.md and out/plots/*.png from a finished run."""
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    teacher = summary["teacher"]
+    plot_teacher(summary, plots / "teacher.png")
+    plot_students(recipe, out, plots / "students.png")
+    final = teacher["curve"][-1]
+    parts = [
+        f"# {recipe.name}", "", recipe.description.strip(), "",
+        f"Target accuracy for samples-to-target: {recipe.report.target}. "
+        f"Seeds: {recipe.students.seeds}. Resolved config: `config.yaml`; environment: `run.json`.", "",
+        "## Teacher", "",
+        f"Final held-out accuracy {final['accuracy']:.3f}, loss {final['loss']:.4f} after {final['step']} steps; "
+        f"{len(teacher['checkpoints'])} checkpoints saved.",
+    ]
+    if teacher["phases"]:
+        p = teacher["phases"]
+        parts.append(f"Detected phase transition ({p['metric']}): sharp drop from step {p['drop_start']} to "
+                     f"{p['drop_end']}, middle at {p['middle']}; checkpoints before / middle / after: "
+                     f"{teacher['auto_checkpoint']}.")
+    parts += ["", "![teacher](plots/teacher.png)", ""]
+    probe_file = out / "probes" / "teacher_monomials.json"
+    if probe_file.is_file():
+        rows = read_json(probe_file)
+        plot_monomials(rows, teacher["phases"], plots / "monomials.png")
+        parts += ["## Curriculum probe: monomial correlations", "",
+                  "Mean |E[chi_A(x) p1(x)]| over in-support sets and off-support sets of degree 1 "
+                  "(all degrees in the plot and in `probes/teacher_monomials.json`).", "",
+                  monomial_table(rows), "", "![monomials](plots/monomials.png)", ""]
+    parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
+    write_text(out / "report.md", "\n".join(parts))
+    return out / "report.md"

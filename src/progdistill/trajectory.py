@@ -1,0 +1,143 @@
+"""A teacher's trajectory: saved checkpoints, its eval curve, and phase-transition detection.
+
+Layout of a trajectory folder:
+    checkpoint-{step}/model.safetensors   weights
+    checkpoint-{step}/meta.json           step, samples seen, eval metrics, architecture, config hash
+    curve.json                            every evaluation of the run: [{step, samples, loss, accuracy}]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import CheckpointError, load_tensors, read_json, save_tensors, write_json
+from .models import build_model
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write weights then metadata (the metadata file marks the checkpoint complete)."""
+    folder = Path(folder)
+    save_tensors(folder / "model.safetensors", model.state_dict())
+    write_json(folder / "meta.json", meta)
+    return folder
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved in a checkpoint folder (or its model.safetensors) in eval mode."""
+    folder = Path(path)
+    if folder.name == "model.safetensors":
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    meta = read_json(folder / "meta.json")
+    if "model" not in meta:
+        raise CheckpointError(f"{folder}/meta.json: no 'model' architecture entry")
+    model = build_model(meta["model"])
+    state = load_tensors(folder / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{folder}: weights do not match the architecture in meta.json: {e}") from None
+    return model.to(device).eval()
+
+
+class Trajectory:
+    """Read access to a teacher's saved checkpoints and curve."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CheckpointError(f"{self.root}: no such trajectory folder")
+        steps = []
+        for child in self.root.iterdir():
+            m = _CKPT.match(child.name)
+            if m and (child / "meta.json").is_file():
+                steps.append(int(m.group(1)))
+        if not steps:
+            raise CheckpointError(f"{self.root}: no complete checkpoint-<step> folders")
+        self.steps: list[int] = sorted(steps)
+
+    @property
+    def final_step(self) -> int:
+        return self.steps[-1]
+
+    def path(self, step: int) -> Path:
+        if step not in self.steps:
+            raise CheckpointError(f"{self.root}: no checkpoint at step {step} (have {self.steps[:5]}...)")
+        return self.root / f"checkpoint-{step}"
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return read_json(self.path(step) / "meta.json")
+
+    def load(self, step: int, device: str | torch.device = "cpu") -> nn.Module:
+        return load_checkpoint(self.path(step), device)
+
+    def curve(self) -> list[dict[str, Any]]:
+        """The teacher's eval curve; falls back to the checkpoints' metrics."""
+        file = self.root / "curve.json"
+        if file.is_file():
+            return read_json(file)
+        return [{"step": s, **self.meta(s).get("eval", {})} for s in self.steps]
+
+    def nearest(self, step: float) -> int:
+        """The saved checkpoint closest to `step` (ties: the earlier)."""
+        return min(self.steps, key=lambda s: (abs(s - step), s))
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Teacher phases: plateau [0, drop_start), sharp drop [drop_start, drop_end], slow decline after."""
+
+    drop_start: int
+    drop_end: int
+    middle: int
+    metric: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drop_start": self.drop_start, "drop_end": self.drop_end, "middle": self.middle,
+                "metric": self.metric}
+
+
+def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: float = 0.05,
+                  threshold: float = 0.25) -> Phases:
+    """Find the steepest drop of `metric` (rise, for accuracy) in an eval curve.
+
+    The curve is linearly interpolated on a uniform grid. The drop's centre is where the metric falls
+    most over a window of `window` x (run length); the drop phase extends on both sides while the
+    windowed rate stays above `threshold` x the peak rate. `middle` is where the metric crosses half
+    way between its values at the two ends of the drop.
+    """
+    steps = np.array([p["step"] for p in curve], dtype=float)
+    values = np.array([p[metric] for p in curve], dtype=float)
+    if len(steps) < 4 or not np.all(np.isfinite(values)):
+        raise ValueError(f"need >= 4 finite points of {metric!r} to detect phases, got {len(steps)}")
+    if metric != "loss":
+        values = -values  # work with something that falls
+    grid = np.linspace(steps[0], steps[-1], 1001)
+    v = np.interp(grid, steps, values)
+    half = max(1, int(round(window * 1000 / 2)))
+    padded = np.concatenate([np.full(half, v[0]), v, np.full(half, v[-1])])
+    rate = padded[: len(v)] - padded[2 * half:]  # fall over a window centred at each grid point
+    centre = int(np.argmax(rate))
+    if rate[centre] <= 0:
+        raise ValueError(f"{metric!r} never falls (rises, for accuracy): no phase transition to detect")
+    low = rate < threshold * rate[centre]
+    start = centre
+    while start > 0 and not low[start - 1]:
+        start -= 1
+    end = centre
+    while end < len(v) - 1 and not low[end + 1]:
+        end += 1
+    midway = (v[start] + v[end]) / 2
+    after = np.nonzero(v[start:end + 1] <= midway)[0]
+    middle = start + (int(after[0]) if len(after) else (end - start) // 2)
+    return Phases(int(round(grid[start])), int(round(grid[end])), int(round(grid[middle])), metric)
