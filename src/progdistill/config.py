@@ -147,6 +147,7 @@ class AdaptiveMethod(_Method):
 class AutoMethod(_Method):
     name: Literal["auto"] = "auto"
     switch: int | None = Field(None, ge=0, description="fixed switch step; default: when caught up or plateaued")
+    latest: float = Field(0.5, gt=0, le=1, description="switch at this fraction of the budget at the latest")
     tolerance: float = Field(0.02, ge=0)
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.005, ge=0)
@@ -207,7 +208,8 @@ class Recipe(Strict):
     name: str = "experiment"
     description: str = ""
     device: str = "cpu"
-    threads: int | None = Field(None, ge=1, description="torch threads per process (default: torch's)")
+    threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
+                                "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
     task: TaskConfig
     teacher: TeacherSection

@@ -131,7 +131,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
         return read_json(folder / "result.json")
     task = build_task(recipe.task, data_seed=1000 + seed, device=recipe.device)
     model, arch = make_model(s.model, task, 1000 + seed, recipe.device)
-    schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve())
+    schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim),
                       kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
@@ -160,7 +160,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
 def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
                  method_index: int, budget: int, seed: int) -> dict[str, Any]:
     recipe = validate(recipe_json)
-    torch.set_num_threads(recipe.threads or 1)
+    torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
     ph = Phases(**phases) if phases else None
     return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, method_index, budget, seed,
                          progress=False)
@@ -202,7 +202,7 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
                                                    "teacher_checkpoints", "schedule")}
                           for seed, r in runs.items()},
                 "median_final_accuracy": statistics.median(r["final_accuracy"] for r in runs.values()),
-                "median_samples_to_target": statistics.median(stt),
+                "median_samples_to_target": int(statistics.median(stt)),
                 "reached_target": sum(r["samples_to_target"] is not None for r in runs.values()),
             }
         methods[method.display] = {"method": method.model_dump(), "budgets": per_budget}

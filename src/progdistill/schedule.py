@@ -126,40 +126,53 @@ class Adaptive(TeacherSchedule):
 class Auto(TeacherSchedule):
     """The checkpoint in the middle of the teacher's phase transition, then the final teacher.
 
-    Switches at step `switch` if given; otherwise once the student's held-out accuracy comes within
-    `tolerance` of that checkpoint's own accuracy, or plateaus (`patience` evaluations).
+    Switches at step `switch` if given. Otherwise it switches once the student's held-out accuracy
+    comes within `tolerance` of that checkpoint's own accuracy, or once it plateaus (`patience`
+    evaluations without a gain of `min_delta`) after covering half the way from its starting accuracy
+    to the checkpoint's; and at step `latest` in any case.
     """
 
     def __init__(self, intermediate: int, final: int, teacher_accuracy: float, switch: int | None,
-                 tolerance: float, patience: int, min_delta: float) -> None:
+                 latest: int, tolerance: float, patience: int, min_delta: float) -> None:
         super().__init__()
-        self.intermediate, self.final, self.switch = intermediate, final, switch
+        self.intermediate, self.final, self.switch, self.latest = intermediate, final, switch, latest
         self.teacher_accuracy, self.tolerance = teacher_accuracy, tolerance
         self.tracker = _PlateauTracker(patience, min_delta)
+        self.initial: float | None = None
         self.switched_at: int | None = None
 
     def checkpoint(self, step: int) -> int:
         if self.switch is not None:
             return self.intermediate if step < self.switch else self.final
-        return self.final if self.switched_at is not None else self.intermediate
+        if self.switched_at is not None or step >= self.latest:
+            return self.final
+        return self.intermediate
 
     def observe(self, step: int, metrics: dict[str, float]) -> None:
         if self.switch is not None or self.switched_at is not None:
             return
-        caught_up = metrics["accuracy"] >= self.teacher_accuracy - self.tolerance
-        if self.tracker.plateaued(metrics["accuracy"]) or caught_up:
+        accuracy = metrics["accuracy"]
+        if self.initial is None:
+            self.initial = accuracy
+            return
+        caught_up = accuracy >= self.teacher_accuracy - self.tolerance
+        halfway = accuracy >= (self.initial + self.teacher_accuracy) / 2
+        if self.tracker.plateaued(accuracy) and halfway or caught_up:
             self.switched_at = step
 
     def state_dict(self) -> dict[str, Any]:
-        return {"switched_at": self.switched_at, "best": self.tracker.best, "stale": self.tracker.stale}
+        return {"switched_at": self.switched_at, "initial": self.initial, "best": self.tracker.best,
+                "stale": self.tracker.stale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.switched_at, self.tracker.best, self.tracker.stale = state["switched_at"], state["best"], state["stale"]
+        self.switched_at, self.initial = state["switched_at"], state["initial"]
+        self.tracker.best, self.tracker.stale = state["best"], state["stale"]
 
 
 def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phases | None,
-                  teacher_curve: list[dict[str, Any]] | None = None) -> TeacherSchedule:
-    """Build the schedule of a method entry ({'name': ..., options}) over saved checkpoint steps."""
+                  teacher_curve: list[dict[str, Any]] | None = None, budget: int | None = None) -> TeacherSchedule:
+    """Build the schedule of a method entry ({'name': ..., options}) over saved checkpoint steps;
+    `budget` is the student's number of steps (auto's latest switch is a fraction of it)."""
     name = method["name"]
     if name == "ce":
         return TeacherSchedule(None)
@@ -183,7 +196,8 @@ def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phase
             raise ValueError("method 'auto' needs the teacher's phases, which were not detected")
         mid = resolve_checkpoint("middle", saved, phases)
         acc = _accuracy_at(teacher_curve or [], mid)
-        return Auto(mid, final, acc, method.get("switch"), method.get("tolerance", 0.02),
+        latest = int(method.get("latest", 0.5) * (budget or 0)) if budget else 2**62
+        return Auto(mid, final, acc, method.get("switch"), latest, method.get("tolerance", 0.02),
                     method.get("patience", 3), method.get("min_delta", 0.005))
     raise ValueError(f"unknown method {name!r}")
 

@@ -66,7 +66,7 @@ class ParityTask(Task):
                 raise ValueError(f"train_size must be >= 1, got {train_size}")
             self.train_x = self._draw(train_size, seeded_generator(self.device, seed, data_seed, _TRAINSET))
             self.train_y = self.label(self.train_x)
-        self._chunk: tuple[int, int, torch.Tensor] | None = None
+        self._chunk: tuple | None = None  # (chunk or epoch, batch size, tensors...) in use
 
     def model_io(self) -> dict[str, Any]:
         return {"input_dim": self.d, "seq_len": self.d, "vocab_size": 2, "num_classes": self.num_labels,
@@ -105,9 +105,10 @@ class ParityTask(Task):
         chunk, offset = divmod(step, per_chunk)
         if self._chunk is None or self._chunk[:2] != (chunk, batch_size):
             gen = seeded_generator(self.device, self.seed, self.data_seed, _STREAM, batch_size, chunk)
-            self._chunk = (chunk, batch_size, self._draw(per_chunk * batch_size, gen))
-        x = self._chunk[2][offset * batch_size:(offset + 1) * batch_size]
-        return Batch(x, self.label(x))
+            x = self._draw(per_chunk * batch_size, gen)
+            self._chunk = (chunk, batch_size, x, self.label(x))
+        rows = slice(offset * batch_size, (offset + 1) * batch_size)
+        return Batch(self._chunk[2][rows], self._chunk[3][rows])
 
     def _finite_batch(self, step: int, batch_size: int) -> Batch:
         """Batches walk through a fresh seeded permutation of the n examples every epoch."""

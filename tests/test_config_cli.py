@@ -1,0 +1,110 @@
+import json
+import textwrap
+
+import pytest
+
+from progdistill.cli import main
+from progdistill.config import RecipeError, load_recipe, recipe_names
+
+TINY = textwrap.dedent("""
+    name: tiny
+    threads: 1
+    task: {name: parity, d: 12, k: 2, eval_size: 256}
+    teacher:
+      model: {type: mlp, width: 64}
+      steps: 600
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      checkpoint_every: 50
+    phases: {metric: accuracy}
+    probe:
+      monomials: {samples: 4096, off_support: 5}
+    students:
+      model: {type: mlp, width: 16}
+      steps: 300
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      seeds: [0, 1]
+      methods:
+        - ce
+        - one-shot
+        - progressive
+        - {name: two-shot, checkpoint: middle, switch: 100}
+        - adaptive
+        - auto
+    report: {target: 0.9}
+""")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_shipped_recipes_validate():
+    names = recipe_names()
+    assert {"parity-mlp-small", "parity-gpt-small", "parity-mlp-paper", "parity-gpt-paper", "parity-spike"} <= set(names)
+    for name in names:
+        assert load_recipe(name).name == name
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.stepz=3", "teacher.stepz: unknown key"),
+    ("teacher.steps=many", "teacher.steps: Input should be a valid integer"),
+    ("task.k=20", "does not fit in d=12"),
+    ("students.methods=[{name: two-shot}]", "switch"),
+    ("students.methods=[ce, ce]", "distinct labels"),
+    ("students.methods.0.speed=2", "speed: unknown key"),
+    ("students.kd.kind=reverse", "reverse KL needs tau > 0"),
+    ("nonsense", "key=value"),
+])
+def test_bad_recipes_give_clear_errors(tiny, override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(str(tiny), [override])
+
+
+def test_overrides_and_unknown_recipe(tiny):
+    r = load_recipe(str(tiny), ["students.methods.2.speed=2", "students.steps=[100, 200]"])
+    assert r.students.methods[2].speed == 2 and r.students.steps == [100, 200]
+    with pytest.raises(RecipeError, match="unknown recipe"):
+        load_recipe("no-such-recipe")
+
+
+def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
+    assert main(["run", str(tiny), "--out", str(tmp_path / "x"), "teacher.bogus=1"]) == 2
+    assert "teacher.bogus: unknown key" in capsys.readouterr().err
+
+
+def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"ce", "one-shot", "progressive", "two-shot", "adaptive", "auto"}
+    for entry in summary["methods"].values():
+        seeds = entry["budgets"]["300"]["seeds"]
+        assert set(seeds) == {"0", "1"}
+        for r in seeds.values():
+            assert 0 <= r["final_accuracy"] <= 1
+            assert r["samples_to_target"] is None or r["samples_to_target"] % 16 == 0
+    assert summary["teacher"]["curve"][-1]["accuracy"] > 0.9
+    assert summary["teacher"]["auto_checkpoint"]["middle"] in summary["teacher"]["checkpoints"]
+    report = (out / "report.md").read_text()
+    assert "| 300 | progressive |" in report and "degree-1 in-support" in report
+    for png in ("teacher.png", "students.png", "monomials.png"):
+        assert (out / "plots" / png).stat().st_size > 10_000
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["task"]["d"] == 12 and "torch" in run["environment"]
+    # every student logs which checkpoint supervised each step
+    sup = json.loads((out / "students/progressive/budget-300/seed-0/supervision.json").read_text())
+    assert sup[0]["start"] == 0 and sup[-1]["end"] == 300 and len(sup) > 1
+    # a second run finds everything done and reproduces the same summary
+    before = (out / "summary.json").read_text()
+    assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
+    assert (out / "summary.json").read_text() == before
+    # a different config in the same folder is refused
+    assert main(["run", str(tiny), "--out", str(out), "--quiet", "students.seeds=[5]"]) == 2
+    assert "different config" in capsys.readouterr().err

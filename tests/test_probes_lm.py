@@ -1,0 +1,171 @@
+import pytest
+import torch
+from torch import nn
+
+from progdistill.models import BertMLM
+from progdistill.probes.ngram import base_inputs, ngram_inputs, ngram_probe, target_positions, tv_distance
+from progdistill.probes.nonterminal import nonterminal_probe
+
+BOS, PAD, MASK, V = 3, 5, 6, 8
+
+
+def sentences(n: int, t: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random [BOS] + terminals + PAD rows of lengths 2..t."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, t + 1, (n,), generator=gen)
+    lengths[0] = t
+    tokens = torch.randint(0, 3, (n, t), generator=gen)
+    tokens[:, 0] = BOS
+    tokens[torch.arange(t) >= lengths[:, None]] = PAD
+    return tokens, lengths
+
+
+class Neighbours(nn.Module):
+    """Logits at i depend only on the tokens at i-1 and i+1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.left = nn.Parameter(torch.randn(V, V, generator=gen))
+        self.right = nn.Parameter(torch.randn(V, V, generator=gen))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.left[tokens.roll(1, 1)] + self.right[tokens.roll(-1, 1)]
+
+
+class Constant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.randn(V))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*tokens.shape, V)
+
+
+def test_target_positions_are_evenly_spaced_terminals():
+    pos = target_positions(torch.tensor([11, 2, 6, 3]), 4)
+    assert pos.tolist() == [[3, 5, 6, 8], [1, 1, 1, 1], [2, 3, 3, 4], [1, 1, 2, 2]]
+    with pytest.raises(ValueError):
+        target_positions(torch.tensor([1]), 2)
+
+
+def test_window_inputs_mask_exactly_the_window():
+    tokens = torch.tensor([[BOS, 0, 1, 2, 0, 1, 2, 0, 1, 2],
+                           [BOS, 2, 1, 0, 2, 1, PAD, PAD, PAD, PAD]])
+    lengths, pos = torch.tensor([10, 6]), torch.tensor([[4, 1], [5, 3]])
+    masked = lambda x: [(row == MASK).nonzero()[:, 0].tolist() for row in x]  # noqa: E731
+    assert masked(base_inputs(tokens, pos, MASK)) == [[4], [1], [5], [3]]
+    robust, close = ngram_inputs(tokens, lengths, pos, 1, MASK, PAD)
+    assert masked(robust) == [[3, 4, 5], [1, 2], [4, 5], [2, 3, 4]]  # clipped at BOS and the end
+    assert masked(close) == [[1, 2, 4, 6, 7, 8, 9], [1, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 5], [1, 3, 5]]
+    robust, close = ngram_inputs(tokens, lengths, pos, 2, MASK, PAD)
+    assert masked(robust) == [[2, 3, 4, 5, 6], [1, 2, 3], [3, 4, 5], [1, 2, 3, 4, 5]]
+    assert masked(close) == [[1, 4, 7, 8, 9], [1, 4, 5, 6, 7, 8, 9], [1, 2, 5], [3]]
+    for x in (robust, close):  # BOS and PAD untouched, unmasked tokens unchanged
+        rows = tokens.repeat_interleave(2, 0)
+        assert torch.equal(x[x != MASK], rows[x != MASK])
+        assert (x[:, 0] == BOS).all() and (x[2:, 6:] == PAD).all()
+
+
+def test_neighbour_model_needs_only_the_trigram():
+    tokens, lengths = sentences(40, 16)
+    out = ngram_probe(Neighbours(), tokens, lengths, MASK, PAD, n_max=3, positions=4, batch_size=32)
+    assert list(out["windows"]) == ["3", "5", "7"] and out["pairs"] == 160
+    for size, entry in out["windows"].items():
+        assert entry["tokens_each_side"] == (int(size) - 1) // 2
+        assert entry["close"] == {"median": 0.0, "q25": 0.0, "q75": 0.0, "mean": 0.0}
+        assert entry["robust"]["median"] > 0.05 and entry["robust"]["q25"] > 0
+
+
+def test_input_independent_model_scores_zero():
+    tokens, lengths = sentences(20, 12)
+    out = ngram_probe(Constant(), tokens, lengths, MASK, PAD, vocab=slice(0, 3))
+    for entry in out["windows"].values():
+        assert entry["robust"]["q75"] == 0.0 and entry["close"]["q75"] == 0.0
+
+
+def test_bert_probe_range_and_training_flag():
+    torch.manual_seed(0)
+    model = BertMLM(vocab_size=V, seq_len=16, layers=1, heads=2, head_dim=8, pad_id=PAD).train()
+    tokens, lengths = sentences(30, 16, seed=1)
+    out = ngram_probe(model, tokens, lengths, MASK, PAD, n_max=3, positions=3, batch_size=16)
+    assert model.training and out["pairs"] == 90 and list(out["windows"]) == ["3", "5", "7"]
+    for entry in out["windows"].values():
+        for kind in ("robust", "close"):
+            s = entry[kind]
+            assert 0.0 <= s["q25"] <= s["median"] <= s["q75"] <= 1.0 and 0.0 <= s["mean"] <= 1.0
+    p, q = torch.tensor([[1.0, 0.0], [0.3, 0.7]]), torch.tensor([[0.0, 1.0], [0.3, 0.7]])
+    assert tv_distance(p, q).tolist() == [1.0, 0.0]
+
+
+class Lookup(nn.Module):
+    """hidden_states returns a stored feature row chosen by the row id in column 0 of the tokens."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("features", features)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.features[tokens[:, 0], :tokens.shape[1]]
+
+
+NUM_CLASSES = [3, 4]
+
+
+def probe_data(linear: bool, n: int = 160, t: int = 12, seed: int = 0):
+    """Tokens (row ids), labels [n, t, 2] with -1 at BOS and padding, and a Lookup model whose features
+    embed the labels (linear) or ignore them."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.stack([torch.randint(0, c, (n, t), generator=gen) for c in NUM_CLASSES], -1)
+    lengths = torch.randint(4, t + 1, (n,), generator=gen)
+    unlabelled = (torch.arange(t) == 0) | (torch.arange(t) >= lengths[:, None])
+    labels[unlabelled] = -1
+    onehot = torch.cat([torch.eye(c)[labels[..., i].clamp(min=0)] for i, c in enumerate(NUM_CLASSES)], -1)
+    noise = torch.randn(n, t, 16, generator=gen)
+    signal = 2.0 * torch.nn.functional.pad(onehot, (0, 16 - onehot.shape[-1]))
+    features = noise * 0.3 + signal if linear else noise
+    features[unlabelled] = 100.0 * torch.randn(int(unlabelled.sum()), 16, generator=gen)  # garbage padding
+    tokens = torch.arange(n)[:, None].expand(n, t).clone()
+    return tokens, labels, features, unlabelled
+
+
+def run_probe(tokens, labels, features, split: int = 120, **kw):
+    model = Lookup(features)
+    return nonterminal_probe(model, tokens[:split], labels[:split], tokens[split:], labels[split:],
+                             NUM_CLASSES, steps=150, lr=5e-2, batch_size=64, **kw)
+
+
+def test_nonterminal_probe_reads_linear_labels():
+    tokens, labels, features, _ = probe_data(linear=True)
+    out = run_probe(tokens, labels, features, test_boundaries=torch.ones(40, 12, 2, dtype=torch.bool))
+    for entry in out["levels"]:
+        assert entry["accuracy"] > 0.95
+        assert entry["boundary_accuracy"] == entry["accuracy"]
+        assert entry["count"] == int((labels[120:, :, entry["level"] - 1] >= 0).sum())
+        assert entry["majority_baseline"] < 0.5
+    assert out["mean_accuracy"] > 0.95
+
+
+def test_nonterminal_probe_at_chance_on_random_labels():
+    tokens, labels, features, _ = probe_data(linear=False)
+    out = run_probe(tokens, labels, features)
+    for entry, classes in zip(out["levels"], NUM_CLASSES):
+        assert abs(entry["accuracy"] - 1 / classes) < 0.12
+        assert abs(entry["accuracy"] - entry["majority_baseline"]) < 0.12
+        assert entry["boundary_accuracy"] is None
+
+
+def test_nonterminal_probe_ignores_padding_and_is_seeded():
+    tokens, labels, features, unlabelled = probe_data(linear=True, seed=3)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = run_probe(tokens, labels, features, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is untouched
+    assert first == run_probe(tokens, labels, features, seed=5)
+    # Different garbage at unlabelled positions, and extra padded columns with garbage features.
+    changed = features.clone()
+    changed[unlabelled] = -7.0 + torch.randn(int(unlabelled.sum()), 16)
+    changed = torch.cat([changed, torch.randn(len(tokens), 5, 16)], 1)
+    wider_labels = torch.cat([labels, torch.full((len(tokens), 5, 2), -1)], 1)
+    wider_tokens = torch.cat([tokens, tokens[:, :5]], 1)
+    assert run_probe(wider_tokens, wider_labels, changed, seed=5) == first

@@ -1,0 +1,153 @@
+import json
+
+import pytest
+import torch
+
+from progdistill.io import CheckpointError, read_json
+from progdistill.models import build_model
+from progdistill.schedule import make_schedule
+from progdistill.tasks import ParityTask
+from progdistill.trainer import KDConfig, OptimConfig, TrainConfig, checkpoint_steps, lr_at, train
+from progdistill.trajectory import Trajectory, detect_phases, load_checkpoint, save_checkpoint
+
+ARCH = {"type": "mlp", "input_dim": 12, "num_classes": 2, "width": 32}
+
+
+def fresh(seed=0, arch=ARCH):
+    torch.manual_seed(seed)
+    return build_model(arch)
+
+
+def oracle_parity_mlp(d):
+    """An exact 2-sparse parity MLP on coordinates 0, 1 (label 1 iff x0 * x1 = -1)."""
+    arch = {"type": "mlp", "input_dim": d, "num_classes": 2, "width": 2}
+    model = build_model(arch)
+    with torch.no_grad():
+        first, last = model.net[0], model.net[2]
+        first.weight.zero_(), first.bias.zero_()
+        first.weight[0, :2] = 1.0
+        first.weight[1, :2] = -1.0
+        last.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+        last.bias.copy_(torch.tensor([-1.0, 0.0]))
+    return model, arch
+
+
+def test_tau_zero_distillation_from_perfect_teacher_equals_ce(tmp_path):
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=4)
+    oracle, arch = oracle_parity_mlp(12)
+    assert task.evaluate(oracle)["accuracy"] == 1.0
+    save_checkpoint(tmp_path / "teacher" / "checkpoint-0", oracle, {"model": arch, "step": 0})
+    trajectory = Trajectory(tmp_path / "teacher")
+    cfg = TrainConfig(steps=150, batch_size=16, optim=OptimConfig(lr=0.1), kd=KDConfig(alpha=0.0, tau=0.0),
+                      eval_every=25)
+    ce_model, kd_model = fresh(1), fresh(1)
+    ce = train(ce_model, task, cfg, tmp_path / "ce", {"model": ARCH}, progress=False)
+    kd = train(kd_model, task, cfg, tmp_path / "kd", {"model": ARCH},
+               make_schedule({"name": "one-shot"}, trajectory.steps, None), trajectory, progress=False)
+    assert [p["loss"] for p in ce["curve"]] == [p["loss"] for p in kd["curve"]]
+    for a, b in zip(ce_model.parameters(), kd_model.parameters()):
+        assert torch.equal(a, b)
+    assert kd["supervision"] == [{"start": 0, "end": 150, "checkpoint": 0}]
+
+
+@pytest.mark.parametrize("optim", [OptimConfig(name="sgd", lr=0.05),
+                                   OptimConfig(name="adamw", lr=3e-3, schedule="cosine", warmup=0.1,
+                                               grad_clip=1.0)])
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=1)
+    cfg = TrainConfig(steps=120, batch_size=8, optim=optim, eval_every=20, checkpoint_every=40)
+    full_model = fresh()
+    full = train(full_model, task, cfg, tmp_path / "full", {"model": ARCH}, progress=False)
+    part_model = fresh()
+    train(part_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False, stop_at=50)
+    assert (tmp_path / "part" / "state" / "state.json").is_file()
+    assert not (tmp_path / "part" / "curve.json").exists()
+    resumed_model = fresh(seed=99)  # a new process would start from another init: state must win
+    resumed = train(resumed_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False)
+    assert resumed["curve"] == full["curve"]
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    assert Trajectory(tmp_path / "part").steps == [0, 40, 80, 120]
+    assert not (tmp_path / "part" / "state").exists()
+
+
+def test_student_resume_keeps_adaptive_schedule_state(tmp_path):
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=1)
+    teacher_cfg = TrainConfig(steps=200, batch_size=16, optim=OptimConfig(lr=0.05), eval_every=20,
+                              checkpoint_every=20)
+    train(fresh(), task, teacher_cfg, tmp_path / "teacher", {"model": ARCH}, progress=False)
+    trajectory = Trajectory(tmp_path / "teacher")
+    method = {"name": "adaptive", "start": 0, "patience": 1, "min_delta": 0.05}
+    cfg = TrainConfig(steps=100, batch_size=8, optim=OptimConfig(lr=0.05), eval_every=10)
+
+    def run(folder, stop_at=None):
+        return train(fresh(2), task, cfg, tmp_path / folder, {"model": ARCH},
+                     make_schedule(method, trajectory.steps, None), trajectory, progress=False, stop_at=stop_at)
+
+    full = run("full")
+    run("part", stop_at=45)
+    resumed = run("part")
+    assert resumed["supervision"] == full["supervision"] and resumed["curve"] == full["curve"]
+    assert len(full["supervision"]) > 1  # the schedule did advance
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path):
+    model = fresh()
+    save_checkpoint(tmp_path / "checkpoint-7", model, {"model": ARCH, "step": 7})
+    loaded = load_checkpoint(tmp_path / "checkpoint-7" / "model.safetensors")
+    x = torch.randn(5, 12)
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint-8")
+    weights = tmp_path / "checkpoint-7" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "checkpoint-7")
+    (tmp_path / "checkpoint-7" / "meta.json").write_text('{"model": ')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "checkpoint-7")
+    with pytest.raises(CheckpointError):
+        Trajectory(tmp_path / "nowhere")
+
+
+def test_lr_schedule_and_checkpoint_cadence():
+    cfg = OptimConfig(lr=1.0, schedule="cosine", warmup=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.5, abs=0.02)
+    assert lr_at(99, 100, cfg) < 0.01
+    steps = checkpoint_steps(TrainConfig(steps=1000, batch_size=1, checkpoint_every=300, log_checkpoints=4))
+    assert {0, 300, 600, 900, 1000} <= steps and {1, 300} <= steps and len(steps) > 5
+
+
+def sigmoid_curve(mid, width, n=200, total=10_000, noise=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.linspace(0, total, n)
+    loss = 0.7 - 0.6 * torch.sigmoid((steps - mid) / width) + noise * torch.randn(n, generator=g)
+    return [{"step": int(s), "loss": float(v), "accuracy": float(1.2 - v)} for s, v in zip(steps, loss)]
+
+
+@pytest.mark.parametrize("mid, width, noise", [(6000, 200, 0.0), (2500, 400, 0.01), (8000, 100, 0.02)])
+def test_phase_detection_finds_the_sharp_drop(mid, width, noise):
+    for metric in ("loss", "accuracy"):
+        phases = detect_phases(sigmoid_curve(mid, width, noise=noise), metric)
+        assert abs(phases.middle - mid) <= 2 * width
+        assert phases.drop_start < mid < phases.drop_end
+        assert phases.drop_end - phases.drop_start < 16 * width + 1000
+
+
+def test_phase_detection_ignores_a_fast_initial_drop_when_asked_for_accuracy():
+    curve = sigmoid_curve(6000, 200)
+    for p in curve[:5]:
+        p["loss"] += 1.0  # loss starts high and falls quickly, accuracy stays at chance
+    assert abs(detect_phases(curve, "accuracy").middle - 6000) <= 400
+    with pytest.raises(ValueError):
+        detect_phases([{"step": 0, "loss": 1.0}, {"step": 1, "loss": 1.0}], "loss")
+
+
+def test_run_files_are_json(tmp_path):
+    task = ParityTask(d=12, k=2, eval_size=64)
+    train(fresh(), task, TrainConfig(steps=10, batch_size=4, eval_every=5), tmp_path, {"model": ARCH},
+          progress=False)
+    assert [p["step"] for p in read_json(tmp_path / "curve.json")] == [0, 5, 10]
+    assert json.loads((tmp_path / "checkpoint-10" / "meta.json").read_text())["step"] == 10
