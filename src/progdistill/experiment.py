@@ -217,6 +217,11 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
         "teacher": {"curve": trajectory.curve(), "checkpoints": trajectory.steps,
                     "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice},
     }
+    probe_file = out / "probes" / "teacher_monomials.json"
+    if probe_file.is_file():
+        from .probes.monomials import monomial_peak
+
+        summary["teacher"]["monomial_peak"] = monomial_peak(read_json(probe_file))
     write_json(out / "summary.json", summary)
     return summary
 

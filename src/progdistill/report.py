@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from .config import Recipe  # noqa: E402
 from .io import read_json, write_text  # noqa: E402
 from .experiment import student_folder  # noqa: E402
+from .probes.monomials import monomial_peak, monomial_series  # noqa: E402
 
 
 def _shade_phases(ax, phases: dict[str, Any] | None) -> None:
@@ -42,18 +43,6 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def monomial_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per degree: in-support and off-support mean correlation over the trajectory."""
-    steps = [r["step"] for r in rows]
-    degrees = sorted(rows[0]["result"]["degrees"], key=int)
-    return {
-        "steps": steps,
-        "accuracy": [r.get("accuracy") for r in rows],
-        "in": {j: [r["result"]["degrees"][j]["in_mean"] for r in rows] for j in degrees},
-        "off": {j: [r["result"]["degrees"][j]["off_mean"] for r in rows] for j in degrees},
-    }
 
 
 def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
@@ -86,12 +75,12 @@ def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
                       for seed in s.seeds]
             samples = np.array([p["samples"] for p in curves[0]])
             accs = np.array([[p["accuracy"] for p in c] for c in curves])
-            line, = ax.plot(samples, np.median(accs, 0), label=method.display)
+            line, = ax.plot(samples, accs.mean(0), label=method.display)
             ax.fill_between(samples, accs.min(0), accs.max(0), color=line.get_color(), alpha=0.15)
         ax.axhline(recipe.report.target, color="gray", ls=":", lw=1)
         ax.set_xlabel("training samples seen")
         ax.set_ylabel("held-out accuracy")
-        ax.set_title(f"Students, budget {budget} steps (median, band = min..max over {len(s.seeds)} seeds)",
+        ax.set_title(f"Students, budget {budget} steps (mean, band = min..max over {len(s.seeds)} seeds)",
                      fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -150,9 +139,13 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
     if probe_file.is_file():
         rows = read_json(probe_file)
         plot_monomials(rows, teacher["phases"], plots / "monomials.png")
+        peak = monomial_peak(rows)
         parts += ["## Curriculum probe: monomial correlations", "",
                   "Mean |E[chi_A(x) p1(x)]| over in-support sets and off-support sets of degree 1 "
                   "(all degrees in the plot and in `probes/teacher_monomials.json`).", "",
+                  f"Peak of the degree-1 in-support mean: {peak['in_mean']:.4f} at teacher step {peak['step']} "
+                  f"(accuracy {peak['accuracy']:.3f}); off-support mean there {peak['off_mean']:.4f}; "
+                  f"ratio {peak['ratio']:.1f}.", "",
                   monomial_table(rows), "", "![monomials](plots/monomials.png)", ""]
     parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
     write_text(out / "report.md", "\n".join(parts))

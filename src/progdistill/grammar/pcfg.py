@@ -35,6 +35,9 @@ class GrammarError(ValueError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self) -> tuple[type[GrammarError], tuple[list[str]]]:
+        return GrammarError, (self.problems,)
+
 
 class Symbol(NamedTuple):
     """A right-hand-side symbol: a non-terminal name or a terminal (written quoted)."""
@@ -79,9 +82,9 @@ class Grammar:
     def is_layered(self) -> bool:
         """Every level-k rule produces only level-(k+1) symbols; the last level only terminals."""
         for k, level in enumerate(self.levels):
-            below = set(self.levels[k + 1]) if k < self.depth else set()
-            for r in (r for lhs in level for r in self.rules[lhs]):
-                if not all(s.terminal if k == self.depth else s.name in below and not s.terminal for s in r.rhs):
+            below = {Symbol(name, False) for name in self.levels[k + 1]} if k < self.depth else None
+            for rule in (r for lhs in level for r in self.rules[lhs]):
+                if not all(s.terminal if below is None else s in below for s in rule.rhs):
                     return False
         return True
 
@@ -117,7 +120,7 @@ def _parse_line(raw: str, line: int, source: str) -> tuple[_Entry | None, list[t
     symbols = [_parse_symbol(t) for t in tokens]
     problems += [
         f"{where}: bad symbol {t!r} (non-terminals are lower-case names, terminals are quoted like 'a')"
-        for t, sym in zip(tokens, symbols)
+        for t, sym in zip(tokens, symbols, strict=True)
         if sym is None
     ]
     prob = None
@@ -176,8 +179,10 @@ def _check(entries: Sequence[_Entry], root: str, source: str) -> list[tuple[int,
         elif given and abs(math.fsum(given) - 1.0) > PROB_TOLERANCE:
             report(group[0].line, f"probabilities of '{lhs}' sum to {math.fsum(given):.9g}, not 1")
     if root in by_lhs:
-        children = {lhs: [s.name for e in g for s in e.rhs if s.name in by_lhs and not s.terminal]
-                    for lhs, g in by_lhs.items()}
+        children = {
+            lhs: [s.name for e in group for s in e.rhs if s.name in by_lhs and not s.terminal]
+            for lhs, group in by_lhs.items()
+        }
         reachable = {name for level in _bfs_levels(root, children) for name in level}
         for lhs, group in by_lhs.items():
             if lhs not in reachable:
@@ -244,15 +249,9 @@ def _format_prob(p: float) -> str:
 def format_grammar(g: Grammar) -> str:
     """The grammar in the text format (parses back to an equal Grammar)."""
     lines = [
-        f"{r.lhs} -> {' '.join(map(str, r.rhs))} [{_format_prob(r.prob)}]"
-        for rules in g.rules.values()
-        for r in rules
+        f"{r.lhs} -> {' '.join(map(str, r.rhs))} [{_format_prob(r.prob)}]" for rules in g.rules.values() for r in rules
     ]
     return "\n".join(lines) + "\n"
-
-
-def _entries(g: Grammar) -> list[_Entry]:
-    return [_Entry(r.lhs, r.rhs, r.prob, None) for rs in g.rules.values() for r in rs]
 
 
 def _draw_rules(
@@ -296,8 +295,10 @@ def generate_grammar(
     for k in {symbols_per_level, terminals}:
         if sum(k**n for n in lengths) < rules_per_symbol:
             raise ValueError(f"only {sum(k**n for n in lengths)} distinct right-hand sides exist over {k} symbols")
-    if rules_per_symbol * lengths[-1] < max(symbols_per_level, terminals):
-        raise ValueError("rules cannot reach every symbol of the next level; use more rules or longer sides")
+    if rules_per_symbol * lengths[-1] < symbols_per_level or (
+        symbols_per_level * rules_per_symbol * lengths[-1] < terminals
+    ):
+        raise ValueError("the rules cannot reach every symbol of the next level; use more or longer rules")
     rng = np.random.default_rng(seed)
     width = len(str(symbols_per_level - 1))
     names = [["s"]] + [[f"n{k}_{i:0{width}d}" for i in range(symbols_per_level)] for k in range(1, levels + 1)]
@@ -309,7 +310,7 @@ def generate_grammar(
     for k, parents in enumerate(names):
         below = names[k + 1] if k < levels else terms
         drawn = _draw_rules(rng, len(parents), len(below), rules_per_symbol, lengths)
-        for lhs, own in zip(parents, drawn):
+        for lhs, own in zip(parents, drawn, strict=True):
             for rhs in own:
                 syms = tuple(Symbol(below[c], k == levels) for c in rhs)
                 entries.append(_Entry(lhs, syms, 1.0 / rules_per_symbol, None))
@@ -317,32 +318,26 @@ def generate_grammar(
 
 
 def truncate_grammar(g: Grammar, pre_terminal_level: int) -> Grammar:
-    """Make the symbols of ``levels[pre_terminal_level]`` pre-terminals.
+    """Cut a layered grammar so that the symbols of ``levels[pre_terminal_level]`` are pre-terminals.
 
-    Their rules are kept, but each child symbol (of level ``pre_terminal_level + 1``) is replaced by
-    the terminal whose token id equals the child's index within its level; everything below is
-    dropped. In cfg3b, truncating at level 4 (g h i) turns ``g -> d f e`` into ``g -> 'a' 'c' 'b'``.
-    Needs a layered grammar and at least as many terminals as symbols in the level below.
+    Rules above that level are kept; each symbol of the level gets the single rule
+    ``x -> 't' [1]`` where ``t`` is the terminal whose token id is x's index within its level;
+    everything below is dropped (as a b c -> 'a' 'b' 'c' in cfg3b). Truncating cfg3b at level 4
+    makes g h i the pre-terminals (g -> 'a', h -> 'b', i -> 'c'): sentences are the g/h/i
+    sequences, median 37 tokens. Needs at least as many terminals as symbols in that level.
     """
     if not g.is_layered:
         raise GrammarError([f"truncate_grammar needs a layered grammar (root '{g.root}' is not)"])
-    if not 0 <= pre_terminal_level < len(g.levels):
+    if not 0 <= pre_terminal_level <= g.depth:
         raise GrammarError([f"pre_terminal_level must be in [0, {g.depth}], got {pre_terminal_level}"])
-    if pre_terminal_level == g.depth:
-        return g
-    below = g.levels[pre_terminal_level + 1]
-    if len(below) > len(g.terminals):
+    level = g.levels[pre_terminal_level]
+    if len(level) > len(g.terminals):
         raise GrammarError(
-            [f"level {pre_terminal_level + 1} has {len(below)} symbols but there are only {len(g.terminals)} terminals"]
+            [f"level {pre_terminal_level} has {len(level)} symbols but there are only {len(g.terminals)} terminals"]
         )
-    to_terminal = {name: Symbol(g.terminals[i], True) for i, name in enumerate(below)}
-    kept = {name for level in g.levels[: pre_terminal_level + 1] for name in level}
-    entries = [
-        _Entry(r.lhs, tuple(to_terminal.get(s.name, s) for s in r.rhs), r.prob, None)
-        for lhs in g.rules
-        if lhs in kept
-        for r in g.rules[lhs]
-    ]
+    above = [r for names in g.levels[:pre_terminal_level] for lhs in names for r in g.rules[lhs]]
+    entries = [_Entry(r.lhs, r.rhs, r.prob, None) for r in above]
+    entries += [_Entry(lhs, (Symbol(g.terminals[i], True),), 1.0, None) for i, lhs in enumerate(level)]
     return _assemble(entries, g.root, f"<{g.root} truncated at level {pre_terminal_level}>")
 
 
@@ -352,7 +347,8 @@ def _bottom_up(g: Grammar) -> list[str]:
     try:
         return list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
-        raise GrammarError([f"recursive grammar (cycle {' -> '.join(exc.args[1])}): lengths need a non-recursive grammar"]) from None
+        cycle = " -> ".join(exc.args[1])
+        raise GrammarError([f"recursive grammar (cycle {cycle}): lengths need a non-recursive grammar"]) from None
 
 
 def length_distribution(g: Grammar, max_len: int) -> np.ndarray:

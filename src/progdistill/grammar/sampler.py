@@ -1,12 +1,19 @@
-"""Sentence samplers: a vectorized one for layered grammars that returns the parse tree, and a
-plain recursive reference sampler for any grammar."""
+"""Sentence samplers: a vectorized one for layered grammars that returns the parse trees, and a
+plain recursive reference sampler for any grammar.
+
+The fast sampler expands the whole batch one level at a time (one rule draw per node, children laid
+out with NumPy gathers and compaction). The bottom levels are drawn in one step: every complete
+subtree of a symbol at the "cut" level is enumerated once with its probability (while each symbol
+has at most MAX_SUBTREES of them), which samples exactly the same distribution.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,139 +24,240 @@ from .pcfg import Grammar, GrammarError, Symbol, length_distribution
 class Sample:
     """A batch of sentences with their parse trees (padding: -1 / False).
 
-    ``tokens[i, t]`` is a terminal id; ``ancestors[i, t, k - 1]`` is the index, within
-    ``grammar.levels[k]``, of the level-k ancestor of token t (k = 1..depth);
-    ``boundaries[i, t, k - 1]`` is True where token t ends the span of that ancestor.
+    ``tokens[i, t]`` (int64 [n, L]) is a terminal id; ``ancestors[i, t, k - 1]`` (int64
+    [n, L, depth]) is the index, within ``grammar.levels[k]``, of the level-k ancestor of token t
+    (k = 1..depth); ``boundaries[i, t, k - 1]`` is True where token t ends that ancestor's span.
+    Trees are None when sampled with ``trees=False``.
     """
 
     tokens: np.ndarray
     lengths: np.ndarray
-    ancestors: np.ndarray
-    boundaries: np.ndarray
+    ancestors: np.ndarray | None
+    boundaries: np.ndarray | None
+
+
+MAX_SUBTREES = 16  # bottom levels are drawn whole while no symbol has more complete subtrees
 
 
 @dataclass(frozen=True)
 class _Level:
-    """Rule tables of one level; children index the next level (terminal ids below pre-terminals)."""
+    """Rule tables of one level; children index the next level (terminal ids below the cut)."""
 
-    cum: np.ndarray  # [symbols, max rules] cumulative rule probabilities, last = 1, padded with 1
+    cum: np.ndarray  # [max rules - 1, symbols] cumulative rule probabilities, padded with 1
     first_rule: np.ndarray  # [symbols]
     rhs_len: np.ndarray  # [rules]
-    rhs_start: np.ndarray  # [rules] offset into rhs
-    rhs: np.ndarray  # [sum of rhs lengths]
+    rhs: np.ndarray  # [rules, max rhs length] children, padded with -1
 
 
 @dataclass(frozen=True)
-class _Flat:
-    """Sentences as flat token arrays, ordered by sentence then position."""
+class _Plan:
+    """Sampling tables: ``levels[k]`` expands level k; at the last (cut) level the "rules" are whole
+    subtrees of each symbol, whose tokens carry their ancestors and span ends for the levels below
+    the cut in ``below_ancestors`` / ``below_ends`` ([levels below, subtrees, max length])."""
 
-    sentence: np.ndarray  # [T]
-    tokens: np.ndarray  # [T]
-    ancestors: np.ndarray  # [T, depth]
-    ends: np.ndarray  # [T, depth]
-    lengths: np.ndarray  # [sentences]
+    levels: list[_Level]
+    below_ancestors: np.ndarray
+    below_ends: np.ndarray
 
 
-def _tables(g: Grammar) -> list[_Level]:
+class _Subtree(NamedTuple):
+    prob: float
+    tokens: tuple[int, ...]
+    ancestors: tuple[tuple[int, ...], ...]  # per token, its ancestors' indices at the levels below
+    ends: tuple[tuple[bool, ...], ...]  # per token, whether it ends those ancestors' spans
+
+
+@dataclass(frozen=True)
+class _Forest:
+    """Derivations of a batch, level by level down to the cut, then the tokens; nodes in sentence
+    then left-to-right order: ``symbols[k]`` per node (last: token ids); ``ends[k]`` = cumulative
+    child counts of the level-k nodes (node i's children are ``symbols[k + 1][ends[k][i - 1]:
+    ends[k][i]]``); ``subtrees`` = the subtree drawn for each node of the cut level."""
+
+    symbols: list[np.ndarray]
+    ends: list[np.ndarray]
+    subtrees: np.ndarray
+
+    def last_nodes(self) -> list[np.ndarray]:
+        """Per level, the index of each sentence's last node."""
+        last = [np.arange(self.symbols[0].size)]
+        for ends in self.ends:
+            last.append(ends[last[-1]] - 1)
+        return last
+
+
+def _subtrees(g: Grammar, cut: int) -> dict[str, list[_Subtree]]:
+    """Every complete subtree of the symbols at levels >= cut, with its probability."""
+    ids = {t: i for i, t in enumerate(g.terminals)}
+    found: dict[str, list[_Subtree]] = {}
+    for k in range(g.depth, cut - 1, -1):
+        position = {name: i for i, name in enumerate(g.levels[k + 1])} if k < g.depth else {}
+        for lhs in g.levels[k]:
+            found[lhs] = []
+            for rule in g.rules[lhs]:
+                if k == g.depth:
+                    leaves = tuple(ids[s.name] for s in rule.rhs)
+                    found[lhs].append(_Subtree(rule.prob, leaves, ((),) * len(leaves), ((),) * len(leaves)))
+                    continue
+                for parts in itertools.product(*(found[s.name] for s in rule.rhs)):
+                    tokens: tuple[int, ...] = ()
+                    ancestors: tuple[tuple[int, ...], ...] = ()
+                    ends: tuple[tuple[bool, ...], ...] = ()
+                    for s, part in zip(rule.rhs, parts, strict=True):
+                        tokens += part.tokens
+                        ancestors += tuple((position[s.name], *row) for row in part.ancestors)
+                        ends += tuple((i == len(part.tokens) - 1, *row) for i, row in enumerate(part.ends))
+                    prob = rule.prob * math.prod(p.prob for p in parts)
+                    found[lhs].append(_Subtree(prob, tokens, ancestors, ends))
+    return found
+
+
+def _cut_level(g: Grammar) -> int:
+    """The level nearest the root whose symbols, and all below, have at most MAX_SUBTREES subtrees each."""
+    count: dict[str, int] = {}
+    cut = g.depth
+    for k in range(g.depth, -1, -1):
+        for lhs in g.levels[k]:
+            count[lhs] = sum(math.prod(1 if s.terminal else count[s.name] for s in r.rhs) for r in g.rules[lhs])
+        if k < g.depth and max(count[lhs] for lhs in g.levels[k]) > MAX_SUBTREES:
+            break
+        cut = k
+    return cut
+
+
+def _level(rules: list[list[tuple[float, tuple[int, ...]]]]) -> _Level:
+    """Tables for one level from, per symbol, its (probability, children) alternatives."""
+    cum = np.ones((max(map(len, rules)), len(rules)))
+    for i, alternatives in enumerate(rules):
+        c = np.cumsum([p for p, _ in alternatives])
+        cum[: len(alternatives), i] = c / c[-1]
+    flat = [children for alternatives in rules for _, children in alternatives]
+    rhs = np.full((len(flat), max(map(len, flat))), -1, dtype=np.int64)
+    for i, children in enumerate(flat):
+        rhs[i, : len(children)] = children
+    return _Level(cum[:-1], np.cumsum([0] + [len(a) for a in rules[:-1]]), (rhs >= 0).sum(axis=1), rhs)
+
+
+def _plan(g: Grammar) -> _Plan:
     if not g.is_layered:
-        raise GrammarError([f"the fast sampler needs a layered grammar (root '{g.root}' is not); "
-                            "use sample_sentences_recursive"])
-    tables = []
-    for k, level in enumerate(g.levels):
-        below = g.levels[k + 1] if k < g.depth else g.terminals
-        index = {name: i for i, name in enumerate(below)}
-        rules = [g.rules[lhs] for lhs in level]
-        cum = np.ones((len(level), max(map(len, rules))))
-        for i, rs in enumerate(rules):
-            c = np.cumsum([r.prob for r in rs])
-            cum[i, : len(rs)] = c / c[-1]
-        flat = [r for rs in rules for r in rs]
-        rhs_len = np.array([len(r.rhs) for r in flat], dtype=np.int64)
-        tables.append(_Level(
-            cum=cum,
-            first_rule=np.cumsum([0] + [len(rs) for rs in rules[:-1]]),
-            rhs_len=rhs_len,
-            rhs_start=np.cumsum(rhs_len) - rhs_len,
-            rhs=np.array([index[s.name] for r in flat for s in r.rhs], dtype=np.int64),
-        ))
-    return tables
+        raise GrammarError(
+            [f"the fast sampler needs a layered grammar (root '{g.root}' is not); use sample_sentences_recursive"]
+        )
+    cut = _cut_level(g)
+    levels = []
+    for k in range(cut):
+        position = {name: i for i, name in enumerate(g.levels[k + 1])}
+        levels.append(
+            _level([[(r.prob, tuple(position[s.name] for s in r.rhs)) for r in g.rules[lhs]] for lhs in g.levels[k]])
+        )
+    found = _subtrees(g, cut)
+    levels.append(_level([[(t.prob, t.tokens) for t in found[lhs]] for lhs in g.levels[cut]]))
+    flat = [t for lhs in g.levels[cut] for t in found[lhs]]
+    shape = (g.depth - cut, len(flat), levels[-1].rhs.shape[1])
+    below_ancestors, below_ends = np.full(shape, -1, dtype=np.int64), np.zeros(shape, dtype=bool)
+    for i, t in enumerate(flat):
+        below_ancestors[:, i, : len(t.tokens)] = np.array(t.ancestors, dtype=np.int64).reshape(len(t.tokens), -1).T
+        below_ends[:, i, : len(t.tokens)] = np.array(t.ends, dtype=bool).reshape(len(t.tokens), -1).T
+    return _Plan(levels, below_ancestors, below_ends)
 
 
-def _expand(level: _Level, symbols: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one rule per node; return the children (in order) and each child's parent node."""
-    u = rng.random(symbols.size)
-    rule = level.first_rule[symbols] + (u[:, None] >= level.cum[symbols]).sum(axis=1)
-    lens = level.rhs_len[rule]
-    parent = np.repeat(np.arange(symbols.size), lens)
-    shift = np.repeat(level.rhs_start[rule] - (np.cumsum(lens) - lens), lens)
-    return level.rhs[np.arange(parent.size) + shift], parent
+def _expand(level: _Level, symbols: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one rule per node; return all children in order, the cumulative child counts, the rules."""
+    rule = level.first_rule[symbols]
+    if len(level.cum):
+        u = rng.random(symbols.size)
+        for cum in level.cum:
+            rule += u >= cum[symbols]
+    children = np.take(level.rhs, rule, axis=0)
+    return children[children >= 0], np.cumsum(level.rhs_len[rule]), rule
 
 
-def _draw(tables: list[_Level], n: int, rng: np.random.Generator) -> _Flat:
-    """Expand n roots level by level, then walk each token's parent chain up to its sentence."""
-    symbols, parents, per_level = np.zeros(n, dtype=np.int64), [], []
-    for level in tables:
-        symbols, parent = _expand(level, symbols, rng)
-        per_level.append(symbols)
-        parents.append(parent)
-    depth = len(tables) - 1
-    node = np.arange(symbols.size)
-    ancestors = np.empty((node.size, depth), dtype=np.int64)
-    ends = np.ones((node.size, depth), dtype=bool)
-    for k in range(depth, 0, -1):
-        node = parents[k][node]
-        ancestors[:, k - 1] = per_level[k - 1][node]
-        ends[:-1, k - 1] = node[1:] != node[:-1]
-    sentence = parents[0][node]
-    return _Flat(sentence, symbols, ancestors, ends, np.bincount(sentence, minlength=n))
+def _grow(plan: _Plan, n: int, rng: np.random.Generator) -> _Forest:
+    """Expand n roots level by level over the whole batch."""
+    symbols, ends = [np.zeros(n, dtype=np.int64)], []
+    for level in plan.levels:
+        children, level_ends, rule = _expand(level, symbols[-1], rng)
+        symbols.append(children)
+        ends.append(level_ends)
+    return _Forest(symbols, ends, rule)
 
 
-def _pad(flat: _Flat, width: int) -> Sample:
-    n, depth = flat.lengths.size, flat.ancestors.shape[1]
-    pos = np.arange(flat.sentence.size) - np.repeat(np.cumsum(flat.lengths) - flat.lengths, flat.lengths)
-    tokens = np.full((n, width), -1, dtype=np.int64)
-    ancestors = np.full((n, width, depth), -1, dtype=np.int64)
-    boundaries = np.zeros((n, width, depth), dtype=bool)
-    tokens[flat.sentence, pos] = flat.tokens
-    ancestors[flat.sentence, pos] = flat.ancestors
-    boundaries[flat.sentence, pos] = flat.ends
-    return Sample(tokens, flat.lengths.astype(np.int64), ancestors, boundaries)
+def _select(forest: _Forest, keep: np.ndarray) -> _Forest:
+    """The sentences where ``keep`` is True."""
+    masks = [np.repeat(keep, np.diff(last, prepend=-1)) for last in forest.last_nodes()]
+    return _Forest(
+        [s[m] for s, m in zip(forest.symbols, masks, strict=True)],
+        [np.cumsum(np.diff(e, prepend=0)[m]) for e, m in zip(forest.ends, masks[:-1], strict=True)],
+        forest.subtrees[masks[-2]],
+    )
 
 
-def _keep_short(flat: _Flat, max_len: int, limit: int) -> _Flat:
-    """The first ``limit`` sentences of length <= max_len, renumbered."""
-    keep = flat.lengths <= max_len
-    keep &= np.cumsum(keep) <= limit
-    new_id = np.cumsum(keep) - 1
-    mask = keep[flat.sentence]
-    return _Flat(new_id[flat.sentence[mask]], flat.tokens[mask], flat.ancestors[mask], flat.ends[mask],
-                 flat.lengths[keep])
+def _concat(forests: list[_Forest]) -> _Forest:
+    """The sentences of several forests, in order."""
+    symbols = [np.concatenate(parts) for parts in zip(*(f.symbols for f in forests), strict=True)]
+    counts = [[np.diff(e, prepend=0) for e in parts] for parts in zip(*(f.ends for f in forests), strict=True)]
+    subtrees = np.concatenate([f.subtrees for f in forests])
+    return _Forest(symbols, [np.cumsum(np.concatenate(c)) for c in counts], subtrees)
 
 
-def sample_sentences(g: Grammar, n: int, seed: int, max_len: int | None = None) -> Sample:
+def _to_sample(plan: _Plan, forest: _Forest, width: int, trees: bool) -> Sample:
+    """Padded arrays; trees are filled level by level into level-major buffers, returned as views."""
+    n, cut = forest.symbols[0].size, len(forest.ends) - 1
+    depth = cut + plan.below_ancestors.shape[0]
+    last_nodes = forest.last_nodes()
+    lengths = np.diff(last_nodes[-1], prepend=-1)
+    valid = (np.arange(width) < lengths[:, None]).ravel()
+    tokens = np.full(n * width, -1, dtype=np.int64)
+    tokens[valid] = forest.symbols[-1]
+    if not trees:
+        return Sample(tokens.reshape(n, width), lengths, None, None)
+    shift = np.arange(n) * width - (np.cumsum(lengths) - lengths)  # token index -> padded index
+    ancestors = np.full((depth, n * width), -1, dtype=np.int64)
+    boundaries = np.zeros((depth, n * width), dtype=bool)
+    last = forest.ends[cut] - 1  # index of the last token under each node of level k
+    for k in range(cut, 0, -1):
+        if k < cut:
+            last = last[forest.ends[k] - 1]
+        ancestors[k - 1][valid] = np.repeat(forest.symbols[k], np.diff(last, prepend=-1))
+        boundaries[k - 1][last + np.repeat(shift, np.diff(last_nodes[k], prepend=-1))] = True
+    present = np.take(plan.levels[-1].rhs, forest.subtrees, axis=0) >= 0
+    for j in range(depth - cut):
+        ancestors[cut + j][valid] = np.take(plan.below_ancestors[j], forest.subtrees, axis=0)[present]
+        boundaries[cut + j][valid] = np.take(plan.below_ends[j], forest.subtrees, axis=0)[present]
+    return Sample(
+        tokens.reshape(n, width),
+        lengths,
+        np.moveaxis(ancestors.reshape(depth, n, width), 0, -1),
+        np.moveaxis(boundaries.reshape(depth, n, width), 0, -1),
+    )
+
+
+def sample_sentences(g: Grammar, n: int, seed: int, max_len: int | None = None, trees: bool = True) -> Sample:
     """Draw n sentences of a layered grammar with their parse trees, vectorized level by level.
 
     Deterministic in (grammar, n, seed, max_len). Rows are padded to the longest sentence, or to
-    ``max_len`` when given; then sentences longer than ``max_len`` are dropped and replaced by fresh
-    draws, in batches sized by the exact probability of fitting (so the result is a sample of the
-    grammar conditioned on length <= max_len).
+    ``max_len`` when given: then sentences longer than ``max_len`` are dropped and replaced by fresh
+    draws, in batches sized by the exact probability of fitting (a sample of the grammar conditioned
+    on length <= max_len). ``trees=False`` skips the parse trees (tokens are the same). The tree
+    arrays are views of level-major buffers, so ``ancestors[..., k]`` is contiguous.
     """
-    tables = _tables(g)
+    plan = _plan(g)
     rng = np.random.default_rng(seed)
     if max_len is None:
-        flat = _draw(tables, n, rng)
-        return _pad(flat, int(flat.lengths.max(initial=0)))
+        forest = _grow(plan, n, rng)
+        return _to_sample(plan, forest, int(np.diff(forest.last_nodes()[-1], prepend=-1).max(initial=0)), trees)
     fit = float(length_distribution(g, max_len).sum())
     if fit <= 0.0:
         raise ValueError(f"no sentence of this grammar has length <= {max_len}")
-    parts: list[Sample] = []
+    parts: list[_Forest] = []
     have = 0
     while have < n or not parts:
         need = n - have
-        batch = _keep_short(_draw(tables, math.ceil(need / fit * 1.1) + 8, rng), max_len, need)
-        parts.append(_pad(batch, max_len))
-        have += batch.lengths.size
-    return Sample(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Sample)))
+        forest = _grow(plan, math.ceil(need / fit * 1.1) + 8, rng)
+        keep = np.diff(forest.last_nodes()[-1], prepend=-1) <= max_len
+        parts.append(_select(forest, keep & (np.cumsum(keep) <= need)))
+        have += parts[-1].symbols[0].size
+    return _to_sample(plan, _concat(parts), max_len, trees)
 
 
 def sample_sentences_recursive(g: Grammar, n: int, seed: int) -> list[list[int]]:

@@ -12,6 +12,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,3 +102,24 @@ def tidy_rows(step: int, probe: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({"step": step, "degree": int(j), "kind": kind,
                              "set": " ".join(map(str, s)), "correlation": c})
     return rows
+
+
+def monomial_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per degree: in-support and off-support mean correlation over the trajectory."""
+    steps = [r["step"] for r in rows]
+    degrees = sorted(rows[0]["result"]["degrees"], key=int)
+    return {
+        "steps": steps,
+        "accuracy": [r.get("accuracy") for r in rows],
+        "in": {j: [r["result"]["degrees"][j]["in_mean"] for r in rows] for j in degrees},
+        "off": {j: [r["result"]["degrees"][j]["off_mean"] for r in rows] for j in degrees},
+    }
+
+
+def monomial_peak(rows: list[dict[str, Any]], degree: str = "1") -> dict[str, Any]:
+    """The checkpoint where the mean in-support correlation of `degree` peaks, with its off-support mean."""
+    series = monomial_series(rows)
+    i = int(np.argmax(series["in"][degree]))
+    a, b = series["in"][degree][i], series["off"][degree][i]
+    return {"degree": int(degree), "step": series["steps"][i], "accuracy": series["accuracy"][i],
+            "in_mean": a, "off_mean": b, "ratio": a / b if b else None}
