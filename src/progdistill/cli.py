@@ -51,11 +51,12 @@ def cmd_teacher(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from .experiment import prepare_run, probe_trajectory, train_teacher
+    from .experiment import prepare_run, probe_trajectory, teacher_phases, train_teacher
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = prepare_run(recipe, _out(args, recipe))
-    probe_trajectory(recipe, train_teacher(recipe, out, not args.quiet), out, not args.quiet)
+    trajectory = train_teacher(recipe, out, not args.quiet)
+    probe_trajectory(recipe, trajectory, out, teacher_phases(recipe, trajectory, out), not args.quiet)
     print(f"probe results: {out / 'probes'}")
 
 
@@ -84,6 +85,47 @@ def cmd_report(args) -> None:
         print(json.dumps(summary["methods"], indent=1))
 
 
+def _grammar(args):
+    from .grammar import generate_grammar, load_grammar, truncate_grammar
+
+    if args.source.startswith("generate:"):
+        spec = dict(item.split("=", 1) for item in args.source[len("generate:"):].split(",") if item)
+        try:
+            kwargs = {k: (tuple(int(x) for x in v.split("/")) if k == "rhs_lengths" else int(v))
+                      for k, v in spec.items()}
+            grammar = generate_grammar(**kwargs)
+        except TypeError as e:
+            raise ValueError(f"bad generate: spec {args.source!r}: {e}") from None
+    else:
+        grammar = load_grammar(args.source)
+    return truncate_grammar(grammar, args.truncate) if args.truncate else grammar
+
+
+def cmd_grammar_show(args) -> None:
+    from .grammar import expected_length, format_grammar, length_stats, sample_sentences
+
+    grammar = _grammar(args)
+    print(format_grammar(grammar))
+    for i, level in enumerate(grammar.levels):
+        print(f"level {i}: {' '.join(level)}")
+    lengths = sample_sentences(grammar, args.n, seed=args.seed, trees=False).lengths
+    print(f"sentence length over {args.n} samples: {length_stats(lengths)}; exact mean {expected_length(grammar):.2f}")
+
+
+def cmd_grammar_sample(args) -> None:
+    from .grammar import sample_sentences
+
+    grammar = _grammar(args)
+    sample = sample_sentences(grammar, args.n, seed=args.seed, trees=args.trees)
+    for i in range(args.n):
+        n = int(sample.lengths[i])
+        print(" ".join(grammar.terminals[t] for t in sample.tokens[i, :n]))
+        if args.trees:
+            for level in range(grammar.depth):
+                names = grammar.levels[level + 1]
+                print(f"  level {level + 1}: " + " ".join(names[a] for a in sample.ancestors[i, :n, level]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="progdistill",
@@ -108,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder made by `progdistill run`")
     p.add_argument("--json", action="store_true", help="also print the per-method summary as JSON")
     p.set_defaults(fn=cmd_report)
+    grammar = sub.add_parser("grammar", help="show or sample a grammar").add_subparsers(dest="action", required=True)
+    for name, fn, text in (("show", cmd_grammar_show, "print a grammar, its levels and sentence-length statistics"),
+                           ("sample", cmd_grammar_sample, "print sample sentences (and their parse trees)")):
+        p = grammar.add_parser(name, help=text, description=text)
+        p.add_argument("source", help="a grammar file, or generate:levels=3,symbols_per_level=3,"
+                                      "rules_per_symbol=2,rhs_lengths=2/3,terminals=3,seed=0")
+        p.add_argument("--truncate", type=int, help="make the symbols of this level pre-terminals")
+        p.add_argument("-n", type=int, default=10000 if name == "show" else 5, help="number of sentences")
+        p.add_argument("--seed", type=int, default=0)
+        if name == "sample":
+            p.add_argument("--trees", action="store_true", help="also print each token's ancestor per level")
+        p.set_defaults(fn=fn)
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
     p.set_defaults(fn=cmd_recipes)

@@ -42,7 +42,53 @@ class ParityTaskConfig(Strict):
         return self
 
 
-TaskConfig = Annotated[Union[ParityTaskConfig], Field(discriminator="name")]
+class GenerateSpec(Strict):
+    levels: int = Field(3, ge=1, description="non-terminal levels below the root")
+    symbols_per_level: int = Field(3, ge=1)
+    rules_per_symbol: int = Field(2, ge=1)
+    rhs_lengths: tuple[int, ...] = (2, 3)
+    terminals: int = Field(3, ge=1)
+    seed: int = 0
+
+
+class GrammarSpec(Strict):
+    path: str | None = Field(None, description="grammar file (format in the README)")
+    generate: GenerateSpec | None = Field(None, description="a seeded grammar of the cfg3 family")
+    truncate: int | None = Field(None, ge=1, description="level whose symbols become pre-terminals")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "GrammarSpec":
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of grammar.path and grammar.generate")
+        return self
+
+
+class _PCFGTask(Strict):
+    grammar: GrammarSpec
+    max_len: int | None = Field(None, ge=1, description="longest sentence (terminals); default: 99.9th percentile")
+    eval_size: int = Field(1024, ge=1)
+    seed: int = Field(0, description="defines the held-out set")
+
+
+class PCFGMLMTaskConfig(_PCFGTask):
+    name: Literal["pcfg-mlm"] = "pcfg-mlm"
+    mask_prob: float = Field(0.3, gt=0, le=1)
+    mask_token_prob: float = Field(0.8, ge=0, le=1)
+    random_token_prob: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PCFGMLMTaskConfig":
+        if self.mask_token_prob + self.random_token_prob > 1:
+            raise ValueError("mask_token_prob + random_token_prob must be <= 1")
+        return self
+
+
+class PCFGARTaskConfig(_PCFGTask):
+    name: Literal["pcfg-ar"] = "pcfg-ar"
+    level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
+
+
+TaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig], Field(discriminator="name")]
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -59,7 +105,22 @@ class GPTConfig(Strict):
     head_dim: int = Field(8, ge=1)
 
 
-ModelConfig = Annotated[Union[MLPConfig, GPTConfig], Field(discriminator="type")]
+class _LMConfig(Strict):
+    layers: int = Field(4, ge=1)
+    heads: int = Field(8, ge=1)
+    head_dim: int = Field(8, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class BertConfig(_LMConfig):
+    type: Literal["bert"] = "bert"
+
+
+class GPTLMConfig(_LMConfig):
+    type: Literal["gpt-lm"] = "gpt-lm"
+
+
+ModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
 
 
 # --- training --------------------------------------------------------------------------------
@@ -157,6 +218,15 @@ Method = Annotated[Union[CEMethod, OneShotMethod, ProgressiveMethod, TwoShotMeth
                    Field(discriminator="name")]
 
 
+class SweepSection(Strict):
+    """(2, T)-progressive sweep: one two-shot student per intermediate checkpoint."""
+
+    switch: int = Field(ge=0, description="student step at which the final teacher takes over")
+    checkpoints: list[int] | None = Field(None, description="teacher steps (default: every saved one)")
+    budget: int | None = Field(None, ge=1, description="student steps (default: the first budget)")
+    seeds: list[int] | None = Field(None, description="default: the students' seeds")
+
+
 class StudentsSection(Strict):
     model: ModelConfig
     steps: list[int] = Field(description="budget(s); each is a separate run with its own schedule")
@@ -167,6 +237,7 @@ class StudentsSection(Strict):
     seeds: list[int] = Field(min_length=1)
     methods: list[Method] = Field(min_length=1)
     probe_final: bool = Field(False, description="run the task's probes on every final student")
+    sweep: SweepSection | None = None
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -196,8 +267,32 @@ class MonomialProbe(Strict):
     seed: int = 0
 
 
+class NgramProbe(Strict):
+    sentences: int = Field(256, ge=1)
+    n_max: int = Field(3, ge=1)
+    positions: int = Field(4, ge=1, description="target positions per sentence, evenly spaced")
+
+
+class NonterminalProbe(Strict):
+    train_sentences: int = Field(512, ge=1)
+    test_sentences: int = Field(256, ge=1)
+    steps: int = Field(300, ge=1)
+    boundaries_only: bool = False
+    seed: int = 0
+
+
 class ProbeSection(Strict):
+    every: int = Field(1, ge=1, description="probe every n-th teacher checkpoint (the last one always)")
+    dense_near_drop: bool = Field(False, description="also probe every checkpoint within one drop-width of "
+                                  "the detected phase transition")
     monomials: MonomialProbe | None = None
+    ngram: NgramProbe | None = None
+    nonterminal: NonterminalProbe | None = None
+
+    def enabled(self) -> dict[str, dict[str, Any]]:
+        """name -> options of every configured probe."""
+        return {name: getattr(self, name).model_dump() for name in ("monomials", "ngram", "nonterminal")
+                if getattr(self, name) is not None}
 
 
 class ReportSection(Strict):

@@ -15,13 +15,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .config import Recipe, RecipeError, TeacherSection, validate
+from pydantic import TypeAdapter
+
+from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
 from .io import config_hash, environment_info, read_json, write_json, write_text
 from .models import build_model, count_parameters, resolve_architecture
-from .schedule import make_schedule
+from .probes.monomials import monomial_peak
+from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
 from .trajectory import Phases, Trajectory, detect_phases
+
+
+METHOD: TypeAdapter = TypeAdapter(Method)
 
 
 def _set_threads(recipe: Recipe) -> None:
@@ -93,22 +99,32 @@ def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases 
     return phases
 
 
-def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Run the task's configured probes on every teacher checkpoint (results in out/probes/)."""
+def probe_steps(recipe: Recipe, trajectory: Trajectory, phases: Phases | None) -> list[int]:
+    """Every `every`-th checkpoint and the last; with dense_near_drop, all those near the transition."""
+    steps = set(trajectory.steps[::recipe.probe.every]) | {trajectory.final_step}
+    if recipe.probe.dense_near_drop and phases is not None:
+        width = phases.drop_end - phases.drop_start
+        steps |= {s for s in trajectory.steps if phases.drop_start - width <= s <= phases.drop_end + width}
+    return sorted(steps)
+
+
+def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: Phases | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run the task's configured probes on the teacher's checkpoints (results in out/probes/)."""
     task = build_task(recipe.task, device=recipe.device)
     available = task.probes()
+    steps = probe_steps(recipe, trajectory, phases)
     results: dict[str, Any] = {}
-    for name, options in recipe.probe.model_dump().items():
-        if options is None:
-            continue
+    for name, options in recipe.probe.enabled().items():
         if name not in available:
-            raise RecipeError(f"probe {name!r} is not available for task {recipe.task.name!r}")
+            raise RecipeError(f"probe {name!r} is not available for task {recipe.task.name!r} "
+                              f"(it has: {sorted(available) or 'none'})")
         file = out / "probes" / f"teacher_{name}.json"
         if file.is_file():
             results[name] = read_json(file)
             continue
         rows = []
-        for step in tqdm(trajectory.steps, desc=f"probe {name}", disable=not progress, leave=False):
+        for step in tqdm(steps, desc=f"probe {name}", disable=not progress, leave=False):
             model = trajectory.load(step, recipe.device)
             rows.append({"step": step, **trajectory.meta(step).get("eval", {}),
                          "result": available[name](model, **options)})
@@ -121,11 +137,29 @@ def student_folder(out: Path, label: str, budget: int, seed: int) -> Path:
     return out / "students" / label / f"budget-{budget}" / f"seed-{seed}"
 
 
-def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method_index: int,
-                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
-    """Train one student (resuming if interrupted) and write its result.json."""
+def sweep_methods(recipe: Recipe, trajectory: Trajectory) -> list[TwoShotMethod]:
+    """The two-shot students of the (2, T) sweep, one per intermediate checkpoint."""
+    sweep = recipe.students.sweep
+    if sweep is None:
+        return []
+    steps = sweep.checkpoints or [s for s in trajectory.steps if 0 < s < trajectory.final_step]
+    return [TwoShotMethod(checkpoint=step, switch=sweep.switch, label=f"two-shot@{step}") for step in steps]
+
+
+def student_jobs(recipe: Recipe, trajectory: Trajectory) -> list[tuple[Any, int, int]]:
+    """Every (method, budget, seed) to train: the methods at every budget, then the sweep."""
     s = recipe.students
-    method = s.methods[method_index]
+    jobs = [(m, b, seed) for b in s.steps for m in s.methods for seed in s.seeds]
+    if s.sweep is not None:
+        budget = s.sweep.budget or s.steps[0]
+        jobs += [(m, budget, seed) for m in sweep_methods(recipe, trajectory) for seed in (s.sweep.seeds or s.seeds)]
+    return jobs
+
+
+def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method,
+                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+    """Train one student (a method entry of the recipe) and write its result.json; resumes if interrupted."""
+    s = recipe.students
     folder = student_folder(out, method.display, budget, seed)
     if (folder / "result.json").is_file():
         return read_json(folder / "result.json")
@@ -151,26 +185,26 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
         "schedule": schedule.state_dict(),
     }
     if s.probe_final:
-        result["probes"] = {name: fn(model, **(getattr(recipe.probe, name).model_dump()))
-                            for name, fn in task.probes().items() if getattr(recipe.probe, name, None)}
+        probes = task.probes()
+        result["probes"] = {name: probes[name](model, **options)
+                            for name, options in recipe.probe.enabled().items() if name in probes}
     write_json(folder / "result.json", result)
     return result
 
 
 def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
-                 method_index: int, budget: int, seed: int) -> dict[str, Any]:
+                 method: dict[str, Any], budget: int, seed: int) -> dict[str, Any]:
     recipe = validate(recipe_json)
     torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
     ph = Phases(**phases) if phases else None
-    return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, method_index, budget, seed,
-                         progress=False)
+    return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, METHOD.validate_python(method),
+                         budget, seed, progress=False)
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
                  progress: bool = True) -> list[dict[str, Any]]:
     """Every (method, budget, seed) student, in `recipe.workers` processes."""
-    s = recipe.students
-    jobs = [(m, b, seed) for b in s.steps for m in range(len(s.methods)) for seed in s.seeds]
+    jobs = student_jobs(recipe, trajectory)
     if recipe.workers == 1:
         bar = tqdm(jobs, desc="students", disable=not progress)
         return [train_student(recipe, out, trajectory, phases, m, b, seed, progress) for m, b, seed in bar]
@@ -179,48 +213,51 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     results: list[dict[str, Any]] = []
     args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
     with ProcessPoolExecutor(recipe.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_student_job, *args, m, b, seed) for m, b, seed in jobs]
+        futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed) for m, b, seed in jobs]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
             results.append(fut.result())
     return results
 
 
+def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int) -> dict[str, Any]:
+    runs = {str(seed): read_json(student_folder(out, label, budget, seed) / "result.json") for seed in seeds}
+    never = budget * batch_size  # a run that never reaches the target counts as the whole budget
+    stt = [r["samples_to_target"] if r["samples_to_target"] is not None else never for r in runs.values()]
+    keys = ("final_accuracy", "samples_to_target", "steps_to_target", "teacher_checkpoints", "schedule", "probes")
+    return {
+        "seeds": {seed: {k: r[k] for k in keys if k in r} for seed, r in runs.items()},
+        "median_final_accuracy": statistics.median(r["final_accuracy"] for r in runs.values()),
+        "median_samples_to_target": int(statistics.median(stt)),
+        "reached_target": sum(r["samples_to_target"] is not None for r in runs.values()),
+    }
+
+
 def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None) -> dict[str, Any]:
-    """summary.json: per method, per budget, per seed results; medians; the teacher's curve and phases."""
+    """summary.json: per method, per budget, per seed results and medians; the (2, T) sweep; the teacher's
+    curve, phases, the checkpoints before / in the middle of (auto's choice) / after its transition."""
     s = recipe.students
-    methods: dict[str, Any] = {}
-    for method in s.methods:
-        per_budget = {}
-        for budget in s.steps:
-            runs = {str(seed): read_json(student_folder(out, method.display, budget, seed) / "result.json")
-                    for seed in s.seeds}
-            budget_samples = budget * s.batch_size
-            stt = [r["samples_to_target"] if r["samples_to_target"] is not None else budget_samples
-                   for r in runs.values()]
-            per_budget[str(budget)] = {
-                "seeds": {seed: {k: r[k] for k in ("final_accuracy", "samples_to_target", "steps_to_target",
-                                                   "teacher_checkpoints", "schedule")}
-                          for seed, r in runs.items()},
-                "median_final_accuracy": statistics.median(r["final_accuracy"] for r in runs.values()),
-                "median_samples_to_target": int(statistics.median(stt)),
-                "reached_target": sum(r["samples_to_target"] is not None for r in runs.values()),
-            }
-        methods[method.display] = {"method": method.model_dump(), "budgets": per_budget}
+    methods = {m.display: {"method": m.model_dump(),
+                           "budgets": {str(b): _method_summary(out, m.display, b, s.seeds, s.batch_size)
+                                       for b in s.steps}}
+               for m in s.methods}
+    sweep = []
+    if s.sweep is not None:
+        budget = s.sweep.budget or s.steps[0]
+        for m in sweep_methods(recipe, trajectory):
+            entry = _method_summary(out, m.display, budget, s.sweep.seeds or s.seeds, s.batch_size)
+            sweep.append({"checkpoint": m.checkpoint, "switch": m.switch, "budget": budget,
+                          "final_accuracies": [r["final_accuracy"] for r in entry["seeds"].values()],
+                          "median_final_accuracy": entry["median_final_accuracy"]})
     auto_choice = None
     if phases is not None:
-        from .schedule import resolve_checkpoint
-
-        auto_choice = {ref: resolve_checkpoint(ref, trajectory.steps, phases)
-                       for ref in ("before", "middle", "after")}
+        auto_choice = {ref: resolve_checkpoint(ref, trajectory.steps, phases) for ref in ("before", "middle", "after")}
     summary = {
-        "recipe": recipe.name, "target": recipe.report.target, "methods": methods,
+        "recipe": recipe.name, "target": recipe.report.target, "methods": methods, "sweep": sweep,
         "teacher": {"curve": trajectory.curve(), "checkpoints": trajectory.steps,
                     "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice},
     }
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
-        from .probes.monomials import monomial_peak
-
         summary["teacher"]["monomial_peak"] = monomial_peak(read_json(probe_file))
     write_json(out / "summary.json", summary)
     return summary
@@ -234,7 +271,7 @@ def run_experiment(recipe: Recipe, out: str | Path, progress: bool = True) -> di
     out = prepare_run(recipe, out)
     trajectory = train_teacher(recipe, out, progress)
     phases = teacher_phases(recipe, trajectory, out)
-    probe_trajectory(recipe, trajectory, out, progress)
+    probe_trajectory(recipe, trajectory, out, phases, progress)
     run_students(recipe, out, trajectory, phases, progress)
     summary = summarize(recipe, out, trajectory, phases)
     write_report(recipe, out, summary)

@@ -88,8 +88,109 @@ def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "never" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else f"{x:,}"
+def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
+    steps = [r["step"] for r in rows]
+    windows = sorted(rows[0]["result"]["windows"], key=int)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.cm.plasma(np.linspace(0, 0.8, len(windows)))
+    for c, w in zip(colors, windows):
+        for ax, kind in ((ax1, "robust"), (ax2, "close")):
+            stats = [r["result"]["windows"][w][kind] for r in rows]
+            ax.plot(steps, [x["median"] for x in stats], color=c, marker=".", label=f"{w}-token window")
+            ax.fill_between(steps, [x["q25"] for x in stats], [x["q75"] for x in stats], color=c, alpha=0.15)
+    for ax, kind in ((ax1, "M_robust (mask the window: large = relies on it)"),
+                     (ax2, "M_close (mask all but the window: small = it suffices)")):
+        _shade_phases(ax, phases)
+        ax.set_yscale("log")
+        ax.set_xlabel("teacher step")
+        ax.set_ylabel("total variation, median and quartiles")
+        ax.set_title(kind, fontsize=9)
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def ngram_table(rows: list[dict[str, Any]]) -> str:
+    windows = sorted(rows[0]["result"]["windows"], key=int)
+    head = " | ".join(f"M_robust {w}" for w in windows) + " | " + " | ".join(f"M_close {w}" for w in windows)
+    lines = [f"| teacher step | loss | {head} |", "|" + " --- |" * (2 + 2 * len(windows))]
+    for r in rows:
+        ws = r["result"]["windows"]
+        cells = [f"{ws[w]['robust']['median']:.3g}" for w in windows] + [f"{ws[w]['close']['median']:.3g}"
+                                                                         for w in windows]
+        lines.append(f"| {r['step']} | {r.get('loss', float('nan')):.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_nonterminal(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for level in range(len(rows[0]["result"]["levels"])):
+        ax.plot(steps, [r["result"]["levels"][level]["accuracy"] for r in rows], marker=".",
+                label=f"level {level + 1}")
+    _shade_phases(ax, phases)
+    ax.set_xlabel("teacher step")
+    ax.set_ylabel("probe accuracy (held-out)")
+    ax.set_title("Non-terminal probe on frozen hidden states")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    levels = len(rows[0]["result"]["levels"])
+    lines = ["| model | " + " | ".join(f"level {i + 1}" for i in range(levels)) + " | mean |",
+             "|" + " --- |" * (levels + 2)]
+
+    def row(name: str, results: list[dict[str, Any]]) -> str:
+        per_level = [np.mean([r["levels"][i]["accuracy"] for r in results]) for i in range(levels)]
+        return f"| {name} | " + " | ".join(f"{a:.3f}" for a in per_level) + \
+            f" | {np.mean([r['mean_accuracy'] for r in results]):.3f} |"
+
+    for r in rows:
+        lines.append(row(f"teacher step {r['step']}", [r["result"]]))
+    for label, entry in summary["methods"].items():
+        for budget, b in entry["budgets"].items():
+            results = [s["probes"]["nonterminal"] for s in b["seeds"].values() if "nonterminal" in s.get("probes", {})]
+            if results:
+                lines.append(row(f"student {label}, budget {budget} (mean of {len(results)} seeds)", results))
+    return "\n".join(lines)
+
+
+def plot_sweep(summary: dict[str, Any], path: Path) -> None:
+    sweep = summary["sweep"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [e["checkpoint"] for e in sweep]
+    for x, e in zip(xs, sweep):
+        ax.scatter([x] * len(e["final_accuracies"]), e["final_accuracies"], color="gray", s=8)
+    ax.plot(xs, [e["median_final_accuracy"] for e in sweep], color="k", marker="o", label="median over seeds")
+    teacher = summary["teacher"]
+    _shade_phases(ax, teacher["phases"])
+    if teacher["auto_checkpoint"]:
+        ax.axvline(teacher["auto_checkpoint"]["middle"], color="tab:red", lw=1, label="auto's choice")
+    ax.set_xlabel("intermediate teacher checkpoint T")
+    ax.set_ylabel("student final accuracy")
+    ax.set_title(f"(2, T)-progressive sweep: checkpoint T for {sweep[0]['switch']} steps, then the final teacher",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweep_table(summary: dict[str, Any]) -> str:
+    lines = ["| checkpoint T | teacher accuracy at T | student final accuracy, median [min–max] |",
+             "| --- | --- | --- |"]
+    curve = summary["teacher"]["curve"]
+    for e in summary["sweep"]:
+        acc = min(curve, key=lambda p: abs(p["step"] - e["checkpoint"]))["accuracy"]
+        a = e["final_accuracies"]
+        lines.append(f"| {e['checkpoint']} | {acc:.3f} | {e['median_final_accuracy']:.4f} [{min(a):.4f}–{max(a):.4f}] |")
+    best = max(summary["sweep"], key=lambda e: e["median_final_accuracy"])
+    lines += ["", f"Best T: {best['checkpoint']}."]
+    return "\n".join(lines)
 
 
 def results_table(recipe: Recipe, summary: dict[str, Any]) -> str:
@@ -147,6 +248,25 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
                   f"(accuracy {peak['accuracy']:.3f}); off-support mean there {peak['off_mean']:.4f}; "
                   f"ratio {peak['ratio']:.1f}.", "",
                   monomial_table(rows), "", "![monomials](plots/monomials.png)", ""]
+    probe_file = out / "probes" / "teacher_ngram.json"
+    if probe_file.is_file():
+        rows = read_json(probe_file)
+        plot_ngram(rows, teacher["phases"], plots / "ngram.png")
+        parts += ["## Curriculum probe: n-gram reliance", "",
+                  "Total variation between the prediction at a masked position and the prediction when the "
+                  "window around it is masked too (M_robust) or when everything outside it is masked "
+                  "(M_close); windows named by their size in tokens. Medians:", "",
+                  ngram_table(rows), "", "![ngram](plots/ngram.png)", ""]
+    probe_file = out / "probes" / "teacher_nonterminal.json"
+    if probe_file.is_file():
+        rows = read_json(probe_file)
+        plot_nonterminal(rows, teacher["phases"], plots / "nonterminal.png")
+        parts += ["## Non-terminal probe", "", "Linear probe accuracy for each token's ancestor non-terminal at "
+                  "each level of the parse tree (held-out sentences, padding excluded).", "",
+                  nonterminal_table(rows, summary), "", "![nonterminal](plots/nonterminal.png)", ""]
     parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
+    if summary["sweep"]:
+        plot_sweep(summary, plots / "sweep.png")
+        parts += ["## (2, T)-progressive sweep", "", sweep_table(summary), "", "![sweep](plots/sweep.png)", ""]
     write_text(out / "report.md", "\n".join(parts))
     return out / "report.md"

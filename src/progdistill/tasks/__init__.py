@@ -12,4 +12,8 @@ def build_task(cfg, data_seed: int = 0, device: str = "cpu") -> Task:
     name = args.pop("name")
     if name == "parity":
         return ParityTask(**args, data_seed=data_seed, device=device)
-    raise ValueError(f"unknown task {name!r}")
+    from .pcfg import PCFGARTask, PCFGMLMTask, grammar_from_spec
+
+    grammar = grammar_from_spec(**args.pop("grammar"))
+    cls = {"pcfg-mlm": PCFGMLMTask, "pcfg-ar": PCFGARTask}[name]
+    return cls(grammar, **args, data_seed=data_seed, device=device)
