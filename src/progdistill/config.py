@@ -236,7 +236,7 @@ class StudentsSection(Strict):
     eval_every: int = Field(100, ge=1)
     seeds: list[int] = Field(min_length=1)
     methods: list[Method] = Field(min_length=1)
-    probe_final: bool = Field(False, description="run the task's probes on every final student")
+    probe_final: list[str] = Field([], description="probes (configured under probe:) to run on every final student")
     sweep: SweepSection | None = None
 
     @field_validator("steps", mode="before")

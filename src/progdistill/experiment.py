@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
 from .io import config_hash, environment_info, read_json, write_json, write_text
 from .models import build_model, count_parameters, resolve_architecture
-from .probes.monomials import monomial_peak
+from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
@@ -186,8 +186,12 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     }
     if s.probe_final:
         probes = task.probes()
-        result["probes"] = {name: probes[name](model, **options)
-                            for name, options in recipe.probe.enabled().items() if name in probes}
+        enabled = recipe.probe.enabled()
+        for name in s.probe_final:
+            if name not in probes or name not in enabled:
+                raise RecipeError(f"students.probe_final: probe {name!r} is not configured under probe: "
+                                  f"or not available for task {recipe.task.name!r}")
+        result["probes"] = {name: probes[name](model, **enabled[name]) for name in s.probe_final}
     write_json(folder / "result.json", result)
     return result
 
@@ -258,7 +262,10 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     }
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
-        summary["teacher"]["monomial_peak"] = monomial_peak(read_json(probe_file))
+        rows = read_json(probe_file)
+        summary["teacher"]["monomial_peak"] = {
+            "transition": monomial_peak(rows, window=transition_window(summary["teacher"]["phases"])),
+            "whole_trajectory": monomial_peak(rows)}
     write_json(out / "summary.json", summary)
     return summary
 

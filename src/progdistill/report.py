@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from .config import Recipe  # noqa: E402
 from .io import read_json, write_text  # noqa: E402
 from .experiment import student_folder  # noqa: E402
-from .probes.monomials import monomial_peak, monomial_series  # noqa: E402
+from .probes.monomials import monomial_series, transition_window  # noqa: E402
 
 
 def _shade_phases(ax, phases: dict[str, Any] | None) -> None:
@@ -46,21 +46,27 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
 
 
 def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
+    """Correlations over the whole trajectory and, if phases are known, zoomed on the transition."""
     series = monomial_series(rows)
-    steps = series["steps"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    window = transition_window(phases)
+    fig, axes = plt.subplots(1, 2 if window else 1, figsize=(13 if window else 7, 4), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(series["in"])))
-    for c, j in zip(colors, series["in"]):
-        ax.plot(steps, series["in"][j], color=c, marker=".", label=f"degree {j}, in support")
-        ax.plot(steps, series["off"][j], color=c, ls=":", label=f"degree {j}, off support")
-    _shade_phases(ax, phases)
-    ax.set_xlabel("teacher step")
-    ax.set_ylabel("mean |corr(chi_A, p1)|")
-    acc = ax.twinx()
-    acc.plot(steps, series["accuracy"], color="k", alpha=0.5, lw=2, label="accuracy")
-    acc.set_ylabel("teacher held-out accuracy")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Implicit curriculum: monomial correlations over the teacher trajectory")
+    for ax, zoom in zip(axes[0], (None, window)):
+        keep = [i for i, s in enumerate(series["steps"]) if zoom is None or
+                zoom[0] - (zoom[1] - zoom[0]) // 2 <= s <= zoom[1] + (zoom[1] - zoom[0]) // 2]
+        steps = [series["steps"][i] for i in keep]
+        for c, j in zip(colors, series["in"]):
+            ax.plot(steps, [series["in"][j][i] for i in keep], color=c, marker=".", label=f"degree {j}, in support")
+            ax.plot(steps, [series["off"][j][i] for i in keep], color=c, ls=":", label=f"degree {j}, off support")
+        _shade_phases(ax, phases)
+        ax.set_xlabel("teacher step")
+        ax.set_ylabel("mean |corr(chi_A, p1)|")
+        acc = ax.twinx()
+        acc.plot(steps, [series["accuracy"][i] for i in keep], color="k", alpha=0.5, lw=2)
+        acc.set_ylabel("teacher held-out accuracy (grey)")
+        ax.set_title("whole trajectory" if zoom is None else "around the transition", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Implicit curriculum: monomial correlations over the teacher trajectory")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -240,13 +246,16 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
     if probe_file.is_file():
         rows = read_json(probe_file)
         plot_monomials(rows, teacher["phases"], plots / "monomials.png")
-        peak = monomial_peak(rows)
+        peak = teacher["monomial_peak"]["transition"]
+        whole = teacher["monomial_peak"]["whole_trajectory"]
         parts += ["## Curriculum probe: monomial correlations", "",
                   "Mean |E[chi_A(x) p1(x)]| over in-support sets and off-support sets of degree 1 "
                   "(all degrees in the plot and in `probes/teacher_monomials.json`).", "",
-                  f"Peak of the degree-1 in-support mean: {peak['in_mean']:.4f} at teacher step {peak['step']} "
-                  f"(accuracy {peak['accuracy']:.3f}); off-support mean there {peak['off_mean']:.4f}; "
-                  f"ratio {peak['ratio']:.1f}.", "",
+                  f"Peak of the degree-1 in-support mean around the transition (steps {peak['window']}): "
+                  f"{peak['in_mean']:.4f} at teacher step {peak['step']} (accuracy {peak['accuracy']:.3f}); "
+                  f"off-support mean there {peak['off_mean']:.4f}; ratio {peak['ratio']:.1f}. Over the whole "
+                  f"trajectory: {whole['in_mean']:.4f} at step {whole['step']} (off-support {whole['off_mean']:.4f}).",
+                  "",
                   monomial_table(rows), "", "![monomials](plots/monomials.png)", ""]
     probe_file = out / "probes" / "teacher_ngram.json"
     if probe_file.is_file():

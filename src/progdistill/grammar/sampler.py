@@ -5,6 +5,12 @@ The fast sampler expands the whole batch one level at a time (one rule draw per 
 out with NumPy gathers and compaction). The bottom levels are drawn in one step: every complete
 subtree of a symbol at the "cut" level is enumerated once with its probability (while each symbol
 has at most MAX_SUBTREES of them), which samples exactly the same distribution.
+
+Output is built in padded coordinates with few passes over the big arrays: every position of a
+subtree carries one small packed integer code (token id, and its ancestors / span ends below the
+cut), so the tokens and the lower tree levels come out of a single gather + compaction + padding of
+those codes and a few unsigned bit operations per field; the levels down to the cut are constant
+over node spans and are written with one ``np.repeat`` (padding included) and one scatter each.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from .pcfg import Grammar, GrammarError, Symbol, length_distribution
 class Sample:
     """A batch of sentences with their parse trees (padding: -1 / False).
 
-    ``tokens[i, t]`` (int64 [n, L]) is a terminal id; ``ancestors[i, t, k - 1]`` (int64
-    [n, L, depth]) is the index, within ``grammar.levels[k]``, of the level-k ancestor of token t
-    (k = 1..depth); ``boundaries[i, t, k - 1]`` is True where token t ends that ancestor's span.
-    Trees are None when sampled with ``trees=False``.
+    ``tokens[i, t]`` (int64 [n, L]) is a terminal id; ``ancestors[i, t, k - 1]`` ([n, L, depth]) is
+    the index, within ``grammar.levels[k]``, of the level-k ancestor of token t (k = 1..depth);
+    ``boundaries[i, t, k - 1]`` (bool [n, L, depth]) is True where token t ends that ancestor's span.
+    ``ancestors`` has the smallest signed integer dtype that holds every level's symbol count:
+    int8 while each level has at most 127 symbols (then int16, int32, int64); cast it if you need
+    int64. Both tree arrays are views of level-major C-contiguous buffers ([depth, n, L]), so
+    ``ancestors[..., k]`` is contiguous. Trees are None when sampled with ``trees=False``.
     """
 
     tokens: np.ndarray
@@ -37,27 +46,58 @@ class Sample:
 
 
 MAX_SUBTREES = 16  # bottom levels are drawn whole while no symbol has more complete subtrees
+_BUCKETS = 4096  # rule draws look up (symbol, floor(u * buckets)) in a table when that decides the rule
+_BUCKET_ENTRIES = 1 << 16  # ... with at most this many table entries per level
 
 
 @dataclass(frozen=True)
 class _Level:
-    """Rule tables of one level; children index the next level (terminal ids below the cut)."""
+    """Rule tables of one level; children index the next level (terminal ids below the cut).
+
+    ``lookup[symbol * buckets + floor(u * buckets)]`` is the rule drawn with uniform u whenever all u
+    in that bucket draw the same rule, else -1 (then the cumulative table decides); None when the
+    level has at most two rules per symbol (the direct comparison is as fast)."""
 
     cum: np.ndarray  # [max rules - 1, symbols] cumulative rule probabilities, padded with 1
     first_rule: np.ndarray  # [symbols]
     rhs_len: np.ndarray  # [rules]
     rhs: np.ndarray  # [rules, max rhs length] children, padded with -1
+    lookup: np.ndarray | None
+    buckets: int
+
+
+class _Field(NamedTuple):
+    """A bit field of the packed subtree codes: ``(words[word] >> shift) & (2**bits - 1)``."""
+
+    word: int
+    shift: int
+    bits: int
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """Per subtree position, packed unsigned codes (one table [subtrees, max length] per word; 0 is
+    padding): the token id + 1 and, below the cut, each level's ancestor index + 1 and span end."""
+
+    tables: list[np.ndarray]
+    token: _Field
+    ancestors: list[_Field]
+    ends: list[_Field]
 
 
 @dataclass(frozen=True)
 class _Plan:
     """Sampling tables: ``levels[k]`` expands level k; at the last (cut) level the "rules" are whole
-    subtrees of each symbol, whose tokens carry their ancestors and span ends for the levels below
-    the cut in ``below_ancestors`` / ``below_ends`` ([levels below, subtrees, max length])."""
+    subtrees of each symbol, whose positions are described by ``tokens`` (token ids only) or
+    ``trees`` (token ids and the tree levels below the cut). ``upper[k - 1]`` is the field of the
+    level-k ancestor index + 1 (k = 1..cut) in per-node codes of dtypes ``upper_dtypes``."""
 
     levels: list[_Level]
-    below_ancestors: np.ndarray
-    below_ends: np.ndarray
+    tokens: _Codes
+    trees: _Codes
+    upper: list[_Field]
+    upper_dtypes: list[np.dtype]
+    ancestor_dtype: np.dtype
 
 
 class _Subtree(NamedTuple):
@@ -69,17 +109,17 @@ class _Subtree(NamedTuple):
 
 @dataclass(frozen=True)
 class _Forest:
-    """Derivations of a batch, level by level down to the cut, then the tokens; nodes in sentence
-    then left-to-right order: ``symbols[k]`` per node (last: token ids); ``ends[k]`` = cumulative
-    child counts of the level-k nodes (node i's children are ``symbols[k + 1][ends[k][i - 1]:
-    ends[k][i]]``); ``subtrees`` = the subtree drawn for each node of the cut level."""
+    """Derivations of a batch, level by level down to the cut; nodes in sentence then left-to-right
+    order: ``symbols[k]`` per level-k node (k = 0..cut); ``ends[k]`` = cumulative child counts of the
+    level-k nodes (node i's children are ``symbols[k + 1][ends[k][i - 1]:ends[k][i]]``; at the cut
+    level: cumulative token counts); ``subtrees`` = the subtree drawn for each node of the cut level."""
 
     symbols: list[np.ndarray]
     ends: list[np.ndarray]
     subtrees: np.ndarray
 
     def last_nodes(self) -> list[np.ndarray]:
-        """Per level, the index of each sentence's last node."""
+        """Per level (then for the tokens), the index of each sentence's last node."""
         last = [np.arange(self.symbols[0].size)]
         for ends in self.ends:
             last.append(ends[last[-1]] - 1)
@@ -125,6 +165,21 @@ def _cut_level(g: Grammar) -> int:
     return cut
 
 
+def _lookup(cum: np.ndarray, first_rule: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """The bucket table of a level (see _Level): exact, as every bucket edge b / buckets is a float."""
+    symbols = cum.shape[1]
+    buckets = min(_BUCKETS, 1 << max(0, (_BUCKET_ENTRIES // symbols).bit_length() - 1))
+    if len(cum) < 2 or buckets < 64:
+        return None, 0
+    edges = np.arange(buckets + 1) / buckets
+    low = np.zeros((symbols, buckets), dtype=np.int64)  # thresholds <= every u of the bucket
+    high = np.zeros((symbols, buckets), dtype=np.int64)  # thresholds <= some u of the bucket
+    for row in cum:
+        low += row[:, None] <= edges[None, :-1]
+        high += row[:, None] < edges[None, 1:]
+    return np.where(low == high, first_rule[:, None] + low, -1).ravel(), buckets
+
+
 def _level(rules: list[list[tuple[float, tuple[int, ...]]]]) -> _Level:
     """Tables for one level from, per symbol, its (probability, children) alternatives."""
     cum = np.ones((max(map(len, rules)), len(rules)))
@@ -135,7 +190,37 @@ def _level(rules: list[list[tuple[float, tuple[int, ...]]]]) -> _Level:
     rhs = np.full((len(flat), max(map(len, flat))), -1, dtype=np.int64)
     for i, children in enumerate(flat):
         rhs[i, : len(children)] = children
-    return _Level(cum[:-1], np.cumsum([0] + [len(a) for a in rules[:-1]]), (rhs >= 0).sum(axis=1), rhs)
+    first_rule = np.cumsum([0] + [len(a) for a in rules[:-1]])
+    lookup, buckets = _lookup(cum[:-1], first_rule)
+    return _Level(cum[:-1], first_rule, (rhs >= 0).sum(axis=1), rhs, lookup, buckets)
+
+
+def _pack(bits: list[int]) -> tuple[list[_Field], list[np.dtype]]:
+    """Lay out bit fields in as few words of at most 64 bits as first fit allows, in order; each word
+    gets the smallest unsigned dtype that holds it."""
+    used: list[int] = []
+    fields = []
+    for b in bits:
+        word = next((i for i, u in enumerate(used) if u + b <= 64), len(used))
+        if word == len(used):
+            used.append(0)
+        fields.append(_Field(word, used[word], b))
+        used[word] += b
+    dtypes = [next(np.dtype(d) for d in (np.uint8, np.uint16, np.uint32, np.uint64) if 8 * d().itemsize >= u) for u in used]
+    return fields, dtypes
+
+
+def _codes(values: list[np.ndarray], bits: list[int]) -> tuple[list[np.ndarray], list[_Field]]:
+    """Packed code tables of fields given as non-negative value tables (all [subtrees, max length])."""
+    fields, dtypes = _pack(bits)
+    tables = []
+    for word, dtype in enumerate(dtypes):
+        table = np.zeros(values[0].shape, dtype=np.uint64)
+        for f, v in zip(fields, values, strict=True):
+            if f.word == word:
+                table |= v.astype(np.uint64) << np.uint64(f.shift)
+        tables.append(table.astype(dtype))
+    return tables, fields
 
 
 def _plan(g: Grammar) -> _Plan:
@@ -153,42 +238,72 @@ def _plan(g: Grammar) -> _Plan:
     found = _subtrees(g, cut)
     levels.append(_level([[(t.prob, t.tokens) for t in found[lhs]] for lhs in g.levels[cut]]))
     flat = [t for lhs in g.levels[cut] for t in found[lhs]]
-    shape = (g.depth - cut, len(flat), levels[-1].rhs.shape[1])
-    below_ancestors, below_ends = np.full(shape, -1, dtype=np.int64), np.zeros(shape, dtype=bool)
+    below, shape = g.depth - cut, (len(flat), levels[-1].rhs.shape[1])
+    token = np.zeros(shape, dtype=np.int64)  # token id + 1, 0 on padding
+    ancestors = np.zeros((below, *shape), dtype=np.int64)  # ancestor index + 1
+    ends = np.zeros((below, *shape), dtype=np.int64)
     for i, t in enumerate(flat):
-        below_ancestors[:, i, : len(t.tokens)] = np.array(t.ancestors, dtype=np.int64).reshape(len(t.tokens), -1).T
-        below_ends[:, i, : len(t.tokens)] = np.array(t.ends, dtype=bool).reshape(len(t.tokens), -1).T
-    return _Plan(levels, below_ancestors, below_ends)
+        token[i, : len(t.tokens)] = np.array(t.tokens) + 1
+        ancestors[:, i, : len(t.tokens)] = np.array(t.ancestors, dtype=np.int64).reshape(len(t.tokens), -1).T + 1
+        ends[:, i, : len(t.tokens)] = np.array(t.ends, dtype=np.int64).reshape(len(t.tokens), -1).T
+    token_bits = len(g.terminals).bit_length()
+    tables, (token_field,) = _codes([token], [token_bits])
+    tokens = _Codes(tables, token_field, [], [])
+    values, bits = [token], [token_bits]
+    for j in range(below):
+        values += [ancestors[j], ends[j]]
+        bits += [len(g.levels[cut + 1 + j]).bit_length(), 1]
+    tables, fields = _codes(values, bits)
+    trees = _Codes(tables, fields[0], fields[1::2], fields[2::2])
+    upper, upper_dtypes = _pack([len(g.levels[k]).bit_length() for k in range(1, cut + 1)])
+    most = max((len(level) for level in g.levels[1:]), default=0)
+    dtype = next(np.dtype(d) for d in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(d).max >= most)
+    return _Plan(levels, tokens, trees, upper, upper_dtypes, dtype)
 
 
-def _expand(level: _Level, symbols: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw one rule per node; return all children in order, the cumulative child counts, the rules."""
-    rule = level.first_rule[symbols]
-    if len(level.cum):
-        u = rng.random(symbols.size)
+def _draw(level: _Level, symbols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One rule per node: rule ``first_rule[s] + #{j : u >= cum[j, s]}`` with one uniform u per node."""
+    if not len(level.cum):
+        return level.first_rule[symbols]
+    u = rng.random(symbols.size)
+    if level.lookup is None:
+        rule = level.first_rule[symbols]
         for cum in level.cum:
             rule += u >= cum[symbols]
-    children = np.take(level.rhs, rule, axis=0)
-    return children[children >= 0], np.cumsum(level.rhs_len[rule]), rule
+        return rule
+    index = symbols * level.buckets
+    index += (u * level.buckets).astype(np.intp)  # exact: buckets is a power of two
+    rule = level.lookup[index]
+    odd = np.flatnonzero(rule < 0)  # a threshold falls inside the bucket: compare exactly
+    if odd.size:
+        s, v = symbols[odd], u[odd]
+        exact = level.first_rule[s]
+        for cum in level.cum:
+            exact += v >= cum[s]
+        rule[odd] = exact
+    return rule
 
 
 def _grow(plan: _Plan, n: int, rng: np.random.Generator) -> _Forest:
-    """Expand n roots level by level over the whole batch."""
+    """Expand n roots level by level over the whole batch, then draw a subtree per cut-level node."""
     symbols, ends = [np.zeros(n, dtype=np.int64)], []
-    for level in plan.levels:
-        children, level_ends, rule = _expand(level, symbols[-1], rng)
-        symbols.append(children)
-        ends.append(level_ends)
-    return _Forest(symbols, ends, rule)
+    for level in plan.levels[:-1]:
+        rule = _draw(level, symbols[-1], rng)
+        children = np.take(level.rhs, rule, axis=0)
+        symbols.append(children[children >= 0])
+        ends.append(np.cumsum(level.rhs_len[rule]))
+    subtrees = _draw(plan.levels[-1], symbols[-1], rng)
+    ends.append(np.cumsum(plan.levels[-1].rhs_len[subtrees]))
+    return _Forest(symbols, ends, subtrees)
 
 
 def _select(forest: _Forest, keep: np.ndarray) -> _Forest:
     """The sentences where ``keep`` is True."""
-    masks = [np.repeat(keep, np.diff(last, prepend=-1)) for last in forest.last_nodes()]
+    masks = [np.repeat(keep, np.diff(last, prepend=-1)) for last in forest.last_nodes()[:-1]]
     return _Forest(
         [s[m] for s, m in zip(forest.symbols, masks, strict=True)],
-        [np.cumsum(np.diff(e, prepend=0)[m]) for e, m in zip(forest.ends, masks[:-1], strict=True)],
-        forest.subtrees[masks[-2]],
+        [np.cumsum(np.diff(e, prepend=0)[m]) for e, m in zip(forest.ends, masks, strict=True)],
+        forest.subtrees[masks[-1]],
     )
 
 
@@ -200,36 +315,106 @@ def _concat(forests: list[_Forest]) -> _Forest:
     return _Forest(symbols, [np.cumsum(np.concatenate(c)) for c in counts], subtrees)
 
 
+class _Words:
+    """Packed codes for every padded token position (0 on padding), with field decoders that work
+    in the words' own unsigned dtypes (one scratch buffer per dtype)."""
+
+    def __init__(self, words: list[np.ndarray]) -> None:
+        self.words = words
+        self.scratch: dict[np.dtype, np.ndarray] = {}
+
+    @classmethod
+    def of_subtrees(cls, codes: _Codes, subtrees: np.ndarray, valid: np.ndarray) -> _Words:
+        """The subtree codes of every token, by one gather + compaction + padding per word."""
+        present = None
+        words = []
+        for table in codes.tables:
+            grid = np.take(table, subtrees, axis=0).ravel()
+            if present is None:
+                present = grid != 0  # token id + 1 > 0 exactly on the subtrees' tokens
+            padded = np.zeros(valid.size, dtype=table.dtype)
+            padded[valid] = grid[present]
+            words.append(padded)
+        return cls(words)
+
+    @classmethod
+    def of_nodes(cls, plan: _Plan, forest: _Forest, valid: np.ndarray) -> _Words:
+        """The ancestors down to the cut of every token: per word, the fields are or-ed into codes
+        of the nodes level by level, then the cut-level codes are repeated over their tokens."""
+        words = []
+        counts = np.diff(forest.ends[-1], prepend=0)  # tokens per cut-level node
+        for word, dtype in enumerate(plan.upper_dtypes):
+            code = np.zeros(forest.symbols[0].size, dtype=dtype)
+            for k, f in enumerate(plan.upper, start=1):
+                code = np.repeat(code, np.diff(forest.ends[k - 1], prepend=0))  # one per level-k node
+                if f.word == word:
+                    code |= (forest.symbols[k] + 1).astype(dtype) << f.shift
+            padded = np.zeros(valid.size, dtype=dtype)
+            padded[valid] = np.repeat(code, counts)
+            words.append(padded)
+        return cls(words)
+
+    def _tmp(self, like: np.ndarray) -> np.ndarray:
+        if like.dtype not in self.scratch:
+            self.scratch[like.dtype] = np.empty_like(like)
+        return self.scratch[like.dtype]
+
+    def value(self, f: _Field) -> np.ndarray:
+        words = self.words[f.word]
+        top = f.shift + f.bits == 8 * words.itemsize
+        if f.shift == 0 and top:
+            return words
+        out = self._tmp(words)
+        if f.shift:
+            np.right_shift(words, f.shift, out=out)
+        if not top:
+            np.bitwise_and(out if f.shift else words, (1 << f.bits) - 1, out=out)
+        return out
+
+    def minus_one(self, f: _Field, out: np.ndarray) -> None:
+        """``out[:] = field - 1`` (ids stored + 1, so padding becomes -1)."""
+        v = self.value(f)
+        if f.bits < 8 * v.itemsize:  # the values fit the signed type of the word's width: compute
+            np.subtract(v.view(f"i{v.itemsize}"), 1, out=out, casting="unsafe")  # narrow, then cast
+        else:
+            np.subtract(v, 1, out=out, dtype=out.dtype, casting="unsafe")
+
+    def flag(self, f: _Field, out: np.ndarray) -> None:
+        """``out[:] = field != 0`` for a one-bit field."""
+        words = self.words[f.word]
+        np.not_equal(np.bitwise_and(words, 1 << f.shift, out=self._tmp(words)), 0, out=out)
+
+
 def _to_sample(plan: _Plan, forest: _Forest, width: int, trees: bool) -> Sample:
-    """Padded arrays; trees are filled level by level into level-major buffers, returned as views."""
+    """Padded arrays; trees go level by level into level-major buffers, returned as views."""
     n, cut = forest.symbols[0].size, len(forest.ends) - 1
-    depth = cut + plan.below_ancestors.shape[0]
     last_nodes = forest.last_nodes()
     lengths = np.diff(last_nodes[-1], prepend=-1)
-    valid = (np.arange(width) < lengths[:, None]).ravel()
-    tokens = np.full(n * width, -1, dtype=np.int64)
-    tokens[valid] = forest.symbols[-1]
+    valid = np.repeat(np.tile([True, False], n), np.column_stack([lengths, width - lengths]).ravel())
+    codes = plan.trees if trees else plan.tokens
+    leaves = _Words.of_subtrees(codes, forest.subtrees, valid)
+    tokens = np.empty((n, width), dtype=np.int64)
+    leaves.minus_one(codes.token, tokens.reshape(-1))
     if not trees:
-        return Sample(tokens.reshape(n, width), lengths, None, None)
+        return Sample(tokens, lengths, None, None)
+    depth = cut + len(codes.ancestors)
+    ancestors = np.empty((depth, n, width), dtype=plan.ancestor_dtype)
+    boundaries = np.zeros((depth, n, width), dtype=bool)
+    # levels 1..cut: ancestors from node codes; span ends: the last token of each node, in padded
+    # coordinates, found from the last token of its last child
+    nodes = _Words.of_nodes(plan, forest, valid)
     shift = np.arange(n) * width - (np.cumsum(lengths) - lengths)  # token index -> padded index
-    ancestors = np.full((depth, n * width), -1, dtype=np.int64)
-    boundaries = np.zeros((depth, n * width), dtype=bool)
-    last = forest.ends[cut] - 1  # index of the last token under each node of level k
+    last = forest.ends[cut] - 1 + np.repeat(shift, np.diff(last_nodes[cut], prepend=-1))
     for k in range(cut, 0, -1):
         if k < cut:
             last = last[forest.ends[k] - 1]
-        ancestors[k - 1][valid] = np.repeat(forest.symbols[k], np.diff(last, prepend=-1))
-        boundaries[k - 1][last + np.repeat(shift, np.diff(last_nodes[k], prepend=-1))] = True
-    present = np.take(plan.levels[-1].rhs, forest.subtrees, axis=0) >= 0
-    for j in range(depth - cut):
-        ancestors[cut + j][valid] = np.take(plan.below_ancestors[j], forest.subtrees, axis=0)[present]
-        boundaries[cut + j][valid] = np.take(plan.below_ends[j], forest.subtrees, axis=0)[present]
-    return Sample(
-        tokens.reshape(n, width),
-        lengths,
-        np.moveaxis(ancestors.reshape(depth, n, width), 0, -1),
-        np.moveaxis(boundaries.reshape(depth, n, width), 0, -1),
-    )
+        nodes.minus_one(plan.upper[k - 1], ancestors[k - 1].reshape(-1))
+        boundaries[k - 1].reshape(-1)[last] = True
+    # levels below the cut: fields of the subtree codes
+    for j, (ancestor, end) in enumerate(zip(codes.ancestors, codes.ends, strict=True)):
+        leaves.minus_one(ancestor, ancestors[cut + j].reshape(-1))
+        leaves.flag(end, boundaries[cut + j].reshape(-1))
+    return Sample(tokens, lengths, np.moveaxis(ancestors, 0, -1), np.moveaxis(boundaries, 0, -1))
 
 
 def sample_sentences(g: Grammar, n: int, seed: int, max_len: int | None = None, trees: bool = True) -> Sample:

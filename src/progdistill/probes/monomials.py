@@ -12,7 +12,6 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -116,10 +115,21 @@ def monomial_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def monomial_peak(rows: list[dict[str, Any]], degree: str = "1") -> dict[str, Any]:
-    """The checkpoint where the mean in-support correlation of `degree` peaks, with its off-support mean."""
+def monomial_peak(rows: list[dict[str, Any]], degree: str = "1",
+                  window: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The checkpoint where the mean in-support correlation of `degree` peaks (within `window`, a range
+    of teacher steps, if given), with the off-support mean there."""
     series = monomial_series(rows)
-    i = int(np.argmax(series["in"][degree]))
+    inside = [i for i, s in enumerate(series["steps"]) if window is None or window[0] <= s <= window[1]]
+    i = max(inside or range(len(series["steps"])), key=lambda j: series["in"][degree][j])
     a, b = series["in"][degree][i], series["off"][degree][i]
     return {"degree": int(degree), "step": series["steps"][i], "accuracy": series["accuracy"][i],
-            "in_mean": a, "off_mean": b, "ratio": a / b if b else None}
+            "in_mean": a, "off_mean": b, "ratio": a / b if b else None, "window": window}
+
+
+def transition_window(phases: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The teacher's sharp drop widened by its own width on the left (where the spike starts)."""
+    if not phases:
+        return None
+    width = phases["drop_end"] - phases["drop_start"]
+    return phases["drop_start"] - width, phases["drop_end"]

@@ -127,7 +127,7 @@ class _GrammarTask(Task):
     def _tree_labels(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestors [n, seq_len, depth] (-1 at BOS and PAD) and span ends of the token at each INPUT
         position."""
-        ancestors, ends = self._tensor(sample.ancestors), self._tensor(sample.boundaries)
+        ancestors, ends = self._tensor(sample.ancestors).long(), self._tensor(sample.boundaries)
         return (torch.cat([torch.full_like(ancestors[:, :1], -1), ancestors], 1),
                 torch.cat([torch.zeros_like(ends[:, :1]), ends], 1))
 
