@@ -123,7 +123,8 @@ def check_sample_trees(g: Grammar, n: int, seed: int) -> Counter:
     sample = sample_sentences(g, n, seed)
     width = sample.tokens.shape[1]
     assert sample.ancestors.shape == sample.boundaries.shape == (n, width, g.depth)
-    assert sample.tokens.dtype == sample.ancestors.dtype == sample.lengths.dtype == np.int64
+    assert sample.tokens.dtype == sample.lengths.dtype == np.int64 and sample.boundaries.dtype == bool
+    assert sample.ancestors.dtype == (np.int8 if max(map(len, g.levels)) <= 127 else np.int16)  # smallest fit
     used: Counter = Counter()
     for i, length in enumerate(sample.lengths):
         assert np.all(sample.tokens[i, length:] == -1) and np.all(sample.ancestors[i, length:] == -1)

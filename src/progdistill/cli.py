@@ -40,33 +40,34 @@ def cmd_recipes(args) -> None:
         print(recipe_text(args.show)[0])
 
 
-def cmd_teacher(args) -> None:
+def _teacher_stage(args):
+    """Load the recipe, prepare the run folder, train (or load) the teacher, detect its phases."""
     from .experiment import prepare_run, teacher_phases, train_teacher
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = prepare_run(recipe, _out(args, recipe))
-    traj = train_teacher(recipe, out, not args.quiet)
-    phases = teacher_phases(recipe, traj, out)
-    print(f"teacher trajectory: {traj.root} ({len(traj.steps)} checkpoints); phases: {phases}")
+    trajectory = train_teacher(recipe, out, not args.quiet)
+    return recipe, out, trajectory, teacher_phases(recipe, trajectory, out)
+
+
+def cmd_teacher(args) -> None:
+    _, _, trajectory, phases = _teacher_stage(args)
+    print(f"teacher trajectory: {trajectory.root} ({len(trajectory.steps)} checkpoints); phases: {phases}")
 
 
 def cmd_probe(args) -> None:
-    from .experiment import prepare_run, probe_trajectory, teacher_phases, train_teacher
+    from .experiment import probe_trajectory
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    out = prepare_run(recipe, _out(args, recipe))
-    trajectory = train_teacher(recipe, out, not args.quiet)
-    probe_trajectory(recipe, trajectory, out, teacher_phases(recipe, trajectory, out), not args.quiet)
+    recipe, out, trajectory, phases = _teacher_stage(args)
+    probe_trajectory(recipe, trajectory, out, phases, not args.quiet)
     print(f"probe results: {out / 'probes'}")
 
 
 def cmd_distill(args) -> None:
-    from .experiment import prepare_run, run_students, teacher_phases, train_teacher
+    from .experiment import run_students
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    out = prepare_run(recipe, _out(args, recipe))
-    traj = train_teacher(recipe, out, not args.quiet)
-    run_students(recipe, out, traj, teacher_phases(recipe, traj, out), not args.quiet)
+    recipe, out, trajectory, phases = _teacher_stage(args)
+    run_students(recipe, out, trajectory, phases, not args.quiet)
     print(f"students: {out / 'students'}")
 
 

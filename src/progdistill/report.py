@@ -17,6 +17,12 @@ from .experiment import student_folder  # noqa: E402
 from .probes.monomials import monomial_series, transition_window  # noqa: E402
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _shade_phases(ax, phases: dict[str, Any] | None) -> None:
     if phases:
         ax.axvspan(phases["drop_start"], phases["drop_end"], color="orange", alpha=0.15, label="sharp drop")
@@ -40,9 +46,7 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
     ax2.set_yscale("log")
     ax1.legend(fontsize=7)
     fig.suptitle("Teacher trajectory")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
@@ -67,9 +71,7 @@ def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, pa
         ax.set_title("whole trajectory" if zoom is None else "around the transition", fontsize=9)
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle("Implicit curriculum: monomial correlations over the teacher trajectory")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
@@ -89,9 +91,7 @@ def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
         ax.set_title(f"Students, budget {budget} steps (mean, band = min..max over {len(s.seeds)} seeds)",
                      fontsize=9)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
@@ -112,9 +112,7 @@ def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: 
         ax.set_ylabel("total variation, median and quartiles")
         ax.set_title(kind, fontsize=9)
     ax1.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def ngram_table(rows: list[dict[str, Any]]) -> str:
@@ -140,9 +138,7 @@ def plot_nonterminal(rows: list[dict[str, Any]], phases: dict[str, Any] | None, 
     ax.set_ylabel("probe accuracy (held-out)")
     ax.set_title("Non-terminal probe on frozen hidden states")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -181,9 +177,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"(2, T)-progressive sweep: checkpoint T for {sweep[0]['switch']} steps, then the final teacher",
                  fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def sweep_table(summary: dict[str, Any]) -> str:

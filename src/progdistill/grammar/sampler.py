@@ -48,6 +48,7 @@ class Sample:
 MAX_SUBTREES = 16  # bottom levels are drawn whole while no symbol has more complete subtrees
 _BUCKETS = 4096  # rule draws look up (symbol, floor(u * buckets)) in a table when that decides the rule
 _BUCKET_ENTRIES = 1 << 16  # ... with at most this many table entries per level
+_CHUNK_TOKENS = 1 << 18  # output is built this many padded positions at a time (temporaries fit in cache)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,16 @@ class _Forest:
         for ends in self.ends:
             last.append(ends[last[-1]] - 1)
         return last
+
+    def rows(self, last_nodes: list[np.ndarray], start: int, stop: int) -> _Forest:
+        """Sentences start..stop - 1 (``last_nodes`` as given by ``last_nodes()``), as views."""
+        first = [int(last[start - 1]) + 1 if start else 0 for last in last_nodes]
+        end = [int(last[stop - 1]) + 1 for last in last_nodes]
+        return _Forest(
+            [s[a:b] for s, a, b in zip(self.symbols, first, end, strict=False)],
+            [e[a:b] - c for e, a, b, c in zip(self.ends, first, end, first[1:], strict=False)],
+            self.subtrees[first[-2] : end[-2]],
+        )
 
 
 def _subtrees(g: Grammar, cut: int) -> dict[str, list[_Subtree]]:
@@ -206,8 +217,8 @@ def _pack(bits: list[int]) -> tuple[list[_Field], list[np.dtype]]:
             used.append(0)
         fields.append(_Field(word, used[word], b))
         used[word] += b
-    dtypes = [next(np.dtype(d) for d in (np.uint8, np.uint16, np.uint32, np.uint64) if 8 * d().itemsize >= u) for u in used]
-    return fields, dtypes
+    unsigned = [np.dtype(d) for d in (np.uint8, np.uint16, np.uint32, np.uint64)]
+    return fields, [next(d for d in unsigned if 8 * d.itemsize >= u) for u in used]
 
 
 def _codes(values: list[np.ndarray], bits: list[int]) -> tuple[list[np.ndarray], list[_Field]]:
@@ -319,12 +330,12 @@ class _Words:
     """Packed codes for every padded token position (0 on padding), with field decoders that work
     in the words' own unsigned dtypes (one scratch buffer per dtype)."""
 
-    def __init__(self, words: list[np.ndarray]) -> None:
+    def __init__(self, words: list[np.ndarray], scratch: dict[np.dtype, np.ndarray]) -> None:
         self.words = words
-        self.scratch: dict[np.dtype, np.ndarray] = {}
+        self.scratch = scratch  # reused across chunks
 
     @classmethod
-    def of_subtrees(cls, codes: _Codes, subtrees: np.ndarray, valid: np.ndarray) -> _Words:
+    def of_subtrees(cls, codes: _Codes, subtrees: np.ndarray, valid: np.ndarray, scratch: dict) -> _Words:
         """The subtree codes of every token, by one gather + compaction + padding per word."""
         present = None
         words = []
@@ -335,36 +346,45 @@ class _Words:
             padded = np.zeros(valid.size, dtype=table.dtype)
             padded[valid] = grid[present]
             words.append(padded)
-        return cls(words)
+        return cls(words, scratch)
 
     @classmethod
-    def of_nodes(cls, plan: _Plan, forest: _Forest, valid: np.ndarray) -> _Words:
+    def of_nodes(cls, plan: _Plan, forest: _Forest, lengths: np.ndarray, width: int, scratch: dict) -> _Words:
         """The ancestors down to the cut of every token: per word, the fields are or-ed into codes
-        of the nodes level by level, then the cut-level codes are repeated over their tokens."""
+        of the nodes level by level, then the cut-level codes are repeated over their tokens, with
+        a padding node (code 0) inserted after each sentence."""
+        n, cut = lengths.size, len(forest.ends) - 1
+        pads = forest.last_nodes()[cut] + 1 + np.arange(n)  # their indices among the cut-level nodes
+        real = np.ones(forest.subtrees.size + n, dtype=bool)
+        real[pads] = False
+        counts = np.empty(real.size, dtype=np.intp)  # tokens per node
+        counts[real] = np.diff(forest.ends[cut], prepend=0)
+        counts[pads] = width - lengths
         words = []
-        counts = np.diff(forest.ends[-1], prepend=0)  # tokens per cut-level node
         for word, dtype in enumerate(plan.upper_dtypes):
-            code = np.zeros(forest.symbols[0].size, dtype=dtype)
+            code = np.zeros(n, dtype=dtype)
             for k, f in enumerate(plan.upper, start=1):
                 code = np.repeat(code, np.diff(forest.ends[k - 1], prepend=0))  # one per level-k node
                 if f.word == word:
-                    code |= (forest.symbols[k] + 1).astype(dtype) << f.shift
-            padded = np.zeros(valid.size, dtype=dtype)
-            padded[valid] = np.repeat(code, counts)
-            words.append(padded)
-        return cls(words)
+                    code |= (forest.symbols[k].astype(dtype) + dtype.type(1)) << dtype.type(f.shift)
+            padded = np.zeros(real.size, dtype=dtype)
+            padded[real] = code
+            words.append(np.repeat(padded, counts))
+        return cls(words, scratch)
 
     def _tmp(self, like: np.ndarray) -> np.ndarray:
-        if like.dtype not in self.scratch:
-            self.scratch[like.dtype] = np.empty_like(like)
-        return self.scratch[like.dtype]
+        buffer = self.scratch.get(like.dtype)
+        if buffer is None or buffer.size < like.size:
+            buffer = self.scratch[like.dtype] = np.empty_like(like)
+        return buffer[: like.size]
 
-    def value(self, f: _Field) -> np.ndarray:
+    def value(self, f: _Field, out: np.ndarray | None = None) -> np.ndarray:
+        """The field's values, in the words' dtype (in ``out``, viewed so, when given)."""
         words = self.words[f.word]
         top = f.shift + f.bits == 8 * words.itemsize
         if f.shift == 0 and top:
             return words
-        out = self._tmp(words)
+        out = self._tmp(words) if out is None else out.view(words.dtype)
         if f.shift:
             np.right_shift(words, f.shift, out=out)
         if not top:
@@ -372,7 +392,7 @@ class _Words:
         return out
 
     def minus_one(self, f: _Field, out: np.ndarray) -> None:
-        """``out[:] = field - 1`` (ids stored + 1, so padding becomes -1)."""
+        """``out[:] = field - 1`` (ids are stored + 1, so padding becomes -1)."""
         v = self.value(f)
         if f.bits < 8 * v.itemsize:  # the values fit the signed type of the word's width: compute
             np.subtract(v.view(f"i{v.itemsize}"), 1, out=out, casting="unsafe")  # narrow, then cast
@@ -380,41 +400,72 @@ class _Words:
             np.subtract(v, 1, out=out, dtype=out.dtype, casting="unsafe")
 
     def flag(self, f: _Field, out: np.ndarray) -> None:
-        """``out[:] = field != 0`` for a one-bit field."""
-        words = self.words[f.word]
-        np.not_equal(np.bitwise_and(words, 1 << f.shift, out=self._tmp(words)), 0, out=out)
+        """``out[:] = field`` for a one-bit field, written as 0 / 1 bytes into the bool array."""
+        target = out.view(np.uint8)
+        if self.words[f.word].itemsize == 1:
+            self.value(f, target)  # a one-bit field is never a whole byte: this writes target
+        else:
+            np.copyto(target, self.value(f), casting="unsafe")
 
 
 def _to_sample(plan: _Plan, forest: _Forest, width: int, trees: bool) -> Sample:
-    """Padded arrays; trees go level by level into level-major buffers, returned as views."""
-    n, cut = forest.symbols[0].size, len(forest.ends) - 1
+    """Padded arrays; trees go level by level into level-major buffers, returned as views. Built in
+    chunks of about _CHUNK_TOKENS padded positions, so that the temporaries stay in cache."""
+    n, depth = forest.symbols[0].size, len(forest.ends) - 1 + len(plan.trees.ancestors)
     last_nodes = forest.last_nodes()
     lengths = np.diff(last_nodes[-1], prepend=-1)
-    valid = np.repeat(np.tile([True, False], n), np.column_stack([lengths, width - lengths]).ravel())
-    codes = plan.trees if trees else plan.tokens
-    leaves = _Words.of_subtrees(codes, forest.subtrees, valid)
     tokens = np.empty((n, width), dtype=np.int64)
-    leaves.minus_one(codes.token, tokens.reshape(-1))
-    if not trees:
+    ancestors = np.empty((depth, n, width), dtype=plan.ancestor_dtype) if trees else None
+    boundaries = np.zeros((depth, n, width), dtype=bool) if trees else None
+    rows = max(1, _CHUNK_TOKENS // max(width, 1))
+    scratch: dict[np.dtype, np.ndarray] = {}
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        part = forest.rows(last_nodes, start, stop)
+        if ancestors is None or boundaries is None:
+            _fill(plan, part, lengths[start:stop], width, tokens[start:stop], None, None, scratch)
+        else:
+            trees_out = ancestors[:, start:stop], boundaries[:, start:stop]
+            _fill(plan, part, lengths[start:stop], width, tokens[start:stop], *trees_out, scratch)
+    if ancestors is None or boundaries is None:
         return Sample(tokens, lengths, None, None)
-    depth = cut + len(codes.ancestors)
-    ancestors = np.empty((depth, n, width), dtype=plan.ancestor_dtype)
-    boundaries = np.zeros((depth, n, width), dtype=bool)
+    return Sample(tokens, lengths, np.moveaxis(ancestors, 0, -1), np.moveaxis(boundaries, 0, -1))
+
+
+def _fill(
+    plan: _Plan,
+    forest: _Forest,
+    lengths: np.ndarray,
+    width: int,
+    tokens: np.ndarray,
+    ancestors: np.ndarray | None,
+    boundaries: np.ndarray | None,
+    scratch: dict[np.dtype, np.ndarray],
+) -> None:
+    """Write the rows of one chunk: tokens [n, width]; trees, when given, [depth, n, width] views."""
+    n, cut = lengths.size, len(forest.ends) - 1
+    valid = np.repeat(np.tile([True, False], n), np.column_stack([lengths, width - lengths]).ravel())
+    codes = plan.tokens if ancestors is None else plan.trees
+    leaves = _Words.of_subtrees(codes, forest.subtrees, valid, scratch)
+    leaves.minus_one(codes.token, tokens.reshape(-1))
+    if ancestors is None or boundaries is None:
+        return
     # levels 1..cut: ancestors from node codes; span ends: the last token of each node, in padded
     # coordinates, found from the last token of its last child
-    nodes = _Words.of_nodes(plan, forest, valid)
-    shift = np.arange(n) * width - (np.cumsum(lengths) - lengths)  # token index -> padded index
-    last = forest.ends[cut] - 1 + np.repeat(shift, np.diff(last_nodes[cut], prepend=-1))
-    for k in range(cut, 0, -1):
-        if k < cut:
-            last = last[forest.ends[k] - 1]
-        nodes.minus_one(plan.upper[k - 1], ancestors[k - 1].reshape(-1))
-        boundaries[k - 1].reshape(-1)[last] = True
+    if cut:
+        nodes = _Words.of_nodes(plan, forest, lengths, width, scratch)
+        last_nodes = forest.last_nodes()
+        shift = np.arange(n) * width - (np.cumsum(lengths) - lengths)  # token index -> padded index
+        last = forest.ends[cut] - 1 + np.repeat(shift, np.diff(last_nodes[cut], prepend=-1))
+        for k in range(cut, 0, -1):
+            if k < cut:
+                last = last[forest.ends[k] - 1]
+            nodes.minus_one(plan.upper[k - 1], ancestors[k - 1].reshape(-1))
+            boundaries[k - 1].reshape(-1)[last] = True
     # levels below the cut: fields of the subtree codes
     for j, (ancestor, end) in enumerate(zip(codes.ancestors, codes.ends, strict=True)):
         leaves.minus_one(ancestor, ancestors[cut + j].reshape(-1))
         leaves.flag(end, boundaries[cut + j].reshape(-1))
-    return Sample(tokens, lengths, np.moveaxis(ancestors, 0, -1), np.moveaxis(boundaries, 0, -1))
 
 
 def sample_sentences(g: Grammar, n: int, seed: int, max_len: int | None = None, trees: bool = True) -> Sample:
