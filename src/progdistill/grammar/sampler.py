@@ -6,11 +6,14 @@ out with NumPy gathers and compaction). The bottom levels are drawn in one step:
 subtree of a symbol at the "cut" level is enumerated once with its probability (while each symbol
 has at most MAX_SUBTREES of them), which samples exactly the same distribution.
 
-Output is built in padded coordinates with few passes over the big arrays: every position of a
-subtree carries one small packed integer code (token id, and its ancestors / span ends below the
-cut), so the tokens and the lower tree levels come out of a single gather + compaction + padding of
-those codes and a few unsigned bit operations per field; the levels down to the cut are constant
-over node spans and are written with one ``np.repeat`` (padding included) and one scatter each.
+Output is built straight into the padded arrays, a chunk of rows at a time so that temporaries stay
+in cache, with few passes over the big arrays. Every position of a subtree carries one small packed
+unsigned code (token id + 1 and, below the cut, ancestor index + 1 and span end), so the tokens and
+the lower tree levels come out of one gather + compaction + padding of those codes and one to three
+bit operations per field. The ancestors down to the cut are packed the same way into per-node codes,
+built level by level and repeated over each node's tokens by a single ``np.repeat``; their span ends
+take one scatter per level. Rule draws among many alternatives use an exact bucket lookup table
+instead of one comparison per alternative.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class Sample:
 MAX_SUBTREES = 16  # bottom levels are drawn whole while no symbol has more complete subtrees
 _BUCKETS = 4096  # rule draws look up (symbol, floor(u * buckets)) in a table when that decides the rule
 _BUCKET_ENTRIES = 1 << 16  # ... with at most this many table entries per level
-_CHUNK_TOKENS = 1 << 18  # output is built this many padded positions at a time (temporaries fit in cache)
+_CHUNK_TOKENS = 1 << 19  # output is built this many padded positions at a time (temporaries stay in cache)
 
 
 @dataclass(frozen=True)
