@@ -162,8 +162,9 @@ class TeacherSection(Strict):
 
 class PhasesSection(Strict):
     metric: Literal["loss", "accuracy"] = "loss"
-    window: float = Field(0.05, gt=0, lt=1)
-    threshold: float = Field(0.25, gt=0, lt=1)
+    window: float = Field(0.05, gt=0, lt=1, description="rate window, fraction of the run")
+    threshold: float = Field(0.25, gt=0, lt=1, description="drop phase: rate above this x the peak rate")
+    skip: float = Field(0.05, ge=0, lt=1, description="ignore this first fraction of the run")
 
 
 CheckpointRef = Union[int, Literal["before", "drop_start", "middle", "drop_end", "after", "final"]]

@@ -91,7 +91,7 @@ def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases 
     """Detect the teacher's phase transition from its curve; None if its metric never improves."""
     p = recipe.phases
     try:
-        phases = detect_phases(trajectory.curve(), p.metric, p.window, p.threshold)
+        phases = detect_phases(trajectory.curve(), p.metric, p.window, p.threshold, p.skip)
     except ValueError as e:
         write_json(out / "teacher_phases.json", {"error": str(e)})
         return None

@@ -108,20 +108,25 @@ class Phases:
 
 
 def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: float = 0.05,
-                  threshold: float = 0.25) -> Phases:
+                  threshold: float = 0.25, skip: float = 0.05) -> Phases:
     """Find the steepest drop of `metric` (rise, for accuracy) in an eval curve.
 
-    The curve is linearly interpolated on a uniform grid. The drop's centre is where the metric falls
-    most over a window of `window` x (run length); the drop phase extends on both sides while the
-    windowed rate stays above `threshold` x the peak rate. `middle` is where the metric crosses half
-    way between its values at the two ends of the drop.
+    The first `skip` x (run length) is ignored: the fast fall from a random initialisation to the
+    label marginals is not the phase transition. The curve is replaced by its running best (running
+    minimum of the loss), so noise and loss spikes do not count as progress, and linearly interpolated
+    on a uniform grid. The drop's centre is where it falls most over a window of `window` x (run
+    length); the drop phase extends on both sides while the windowed rate stays above `threshold` x the
+    peak rate. `middle` is where the metric crosses half way between its values at the two ends.
     """
-    steps = np.array([p["step"] for p in curve], dtype=float)
-    values = np.array([p[metric] for p in curve], dtype=float)
+    first = curve[0]["step"] + skip * (curve[-1]["step"] - curve[0]["step"])
+    points = [p for p in curve if p["step"] >= first]
+    steps = np.array([p["step"] for p in points], dtype=float)
+    values = np.array([p[metric] for p in points], dtype=float)
     if len(steps) < 4 or not np.all(np.isfinite(values)):
         raise ValueError(f"need >= 4 finite points of {metric!r} to detect phases, got {len(steps)}")
     if metric != "loss":
         values = -values  # work with something that falls
+    values = np.minimum.accumulate(values)
     grid = np.linspace(steps[0], steps[-1], 1001)
     v = np.interp(grid, steps, values)
     half = max(1, int(round(window * 1000 / 2)))
