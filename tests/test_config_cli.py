@@ -108,3 +108,14 @@ def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     # a different config in the same folder is refused
     assert main(["run", str(tiny), "--out", str(out), "--quiet", "students.seeds=[5]"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_report_of_a_run_folder_before_its_students(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["probe", str(tiny), "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == {} and summary["teacher"]["phases"] is not None
+    report = (out / "report.md").read_text()
+    assert "No student has finished yet" in report and "degree-1 in-support" in report
+    assert not (out / "plots" / "students.png").exists()

@@ -76,3 +76,6 @@ def test_auto_switches_when_caught_up_or_at_latest():
     assert sched.switched_at == 100 and sched.checkpoint(101) == 1000
     lazy = make_schedule({"name": "auto"}, SAVED, phases, curve, budget=4000)
     assert lazy.checkpoint(1999) == 500 and lazy.checkpoint(2000) == 1000  # latest = half the budget
+    lazy.observe(0, {"accuracy": 0.5})
+    lazy.observe(2500, {"accuracy": 0.8})  # caught up only after the forced switch
+    assert lazy.switched_at == 2000  # the step the student actually changed teacher

@@ -223,8 +223,12 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     return results
 
 
-def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int) -> dict[str, Any]:
-    runs = {str(seed): read_json(student_folder(out, label, budget, seed) / "result.json") for seed in seeds}
+def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int) -> dict[str, Any] | None:
+    """Results of the seeds that have finished (None if none has)."""
+    files = {str(seed): student_folder(out, label, budget, seed) / "result.json" for seed in seeds}
+    runs = {seed: read_json(f) for seed, f in files.items() if f.is_file()}
+    if not runs:
+        return None
     never = budget * batch_size  # a run that never reaches the target counts as the whole budget
     stt = [r["samples_to_target"] if r["samples_to_target"] is not None else never for r in runs.values()]
     keys = ("final_accuracy", "samples_to_target", "steps_to_target", "teacher_checkpoints", "schedule", "probes")
@@ -238,17 +242,22 @@ def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_
 
 def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None) -> dict[str, Any]:
     """summary.json: per method, per budget, per seed results and medians; the (2, T) sweep; the teacher's
-    curve, phases, the checkpoints before / in the middle of (auto's choice) / after its transition."""
+    curve, phases, the checkpoints before / in the middle of (auto's choice) / after its transition.
+    Students that have not finished are left out, so a run folder can be reported at any stage."""
     s = recipe.students
-    methods = {m.display: {"method": m.model_dump(),
-                           "budgets": {str(b): _method_summary(out, m.display, b, s.seeds, s.batch_size)
-                                       for b in s.steps}}
-               for m in s.methods}
+    methods = {}
+    for m in s.methods:
+        budgets = {str(b): _method_summary(out, m.display, b, s.seeds, s.batch_size) for b in s.steps}
+        budgets = {b: entry for b, entry in budgets.items() if entry is not None}
+        if budgets:
+            methods[m.display] = {"method": m.model_dump(), "budgets": budgets}
     sweep = []
     if s.sweep is not None:
         budget = s.sweep.budget or s.steps[0]
         for m in sweep_methods(recipe, trajectory):
             entry = _method_summary(out, m.display, budget, s.sweep.seeds or s.seeds, s.batch_size)
+            if entry is None:
+                continue
             sweep.append({"checkpoint": m.checkpoint, "switch": m.switch, "budget": budget,
                           "final_accuracies": [r["final_accuracy"] for r in entry["seeds"].values()],
                           "median_final_accuracy": entry["median_final_accuracy"]})

@@ -74,22 +74,23 @@ def plot_monomials(rows: list[dict[str, Any]], phases: dict[str, Any] | None, pa
     _save(fig, path)
 
 
-def plot_students(recipe: Recipe, out: Path, path: Path) -> None:
-    s = recipe.students
-    fig, axes = plt.subplots(1, len(s.steps), figsize=(6 * len(s.steps), 4), squeeze=False)
-    for ax, budget in zip(axes[0], s.steps):
-        for method in s.methods:
-            curves = [read_json(student_folder(out, method.display, budget, seed) / "curve.json")
-                      for seed in s.seeds]
+def plot_students(recipe: Recipe, out: Path, summary: dict[str, Any], path: Path) -> None:
+    budgets = sorted({int(b) for entry in summary["methods"].values() for b in entry["budgets"]})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for label, entry in summary["methods"].items():
+            if str(budget) not in entry["budgets"]:
+                continue
+            seeds = entry["budgets"][str(budget)]["seeds"]
+            curves = [read_json(student_folder(out, label, budget, int(seed)) / "curve.json") for seed in seeds]
             samples = np.array([p["samples"] for p in curves[0]])
             accs = np.array([[p["accuracy"] for p in c] for c in curves])
-            line, = ax.plot(samples, accs.mean(0), label=method.display)
+            line, = ax.plot(samples, accs.mean(0), label=f"{label} ({len(seeds)} seeds)")
             ax.fill_between(samples, accs.min(0), accs.max(0), color=line.get_color(), alpha=0.15)
         ax.axhline(recipe.report.target, color="gray", ls=":", lw=1)
         ax.set_xlabel("training samples seen")
         ax.set_ylabel("held-out accuracy")
-        ax.set_title(f"Students, budget {budget} steps (mean, band = min..max over {len(s.seeds)} seeds)",
-                     fontsize=9)
+        ax.set_title(f"Students, budget {budget} steps (mean, band = min..max over seeds)", fontsize=9)
         ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -220,7 +221,6 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
     plots.mkdir(exist_ok=True)
     teacher = summary["teacher"]
     plot_teacher(summary, plots / "teacher.png")
-    plot_students(recipe, out, plots / "students.png")
     final = teacher["curve"][-1]
     parts = [
         f"# {recipe.name}", "", recipe.description.strip(), "",
@@ -267,7 +267,11 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts += ["## Non-terminal probe", "", "Linear probe accuracy for each token's ancestor non-terminal at "
                   "each level of the parse tree (held-out sentences, padding excluded).", "",
                   nonterminal_table(rows, summary), "", "![nonterminal](plots/nonterminal.png)", ""]
-    parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
+    if summary["methods"]:
+        plot_students(recipe, out, summary, plots / "students.png")
+        parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
+    else:
+        parts += ["## Students", "", "No student has finished yet (`progdistill distill` or `run` trains them).", ""]
     if summary["sweep"]:
         plot_sweep(summary, plots / "sweep.png")
         parts += ["## (2, T)-progressive sweep", "", sweep_table(summary), "", "![sweep](plots/sweep.png)", ""]

@@ -151,6 +151,9 @@ class Auto(TeacherSchedule):
     def observe(self, step: int, metrics: dict[str, float]) -> None:
         if self.switch is not None or self.switched_at is not None:
             return
+        if step >= self.latest:
+            self.switched_at = self.latest
+            return
         accuracy = metrics["accuracy"]
         if self.initial is None:
             self.initial = accuracy
