@@ -110,7 +110,7 @@ def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     assert "different config" in capsys.readouterr().err
 
 
-def test_report_of_a_run_folder_before_its_students(tiny, tmp_path, capsys):
+def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):
     out = tmp_path / "run"
     assert main(["probe", str(tiny), "--out", str(out), "--quiet"]) == 0
     assert main(["report", str(out)]) == 0

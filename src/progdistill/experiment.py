@@ -247,8 +247,8 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     s = recipe.students
     methods = {}
     for m in s.methods:
-        budgets = {str(b): _method_summary(out, m.display, b, s.seeds, s.batch_size) for b in s.steps}
-        budgets = {b: entry for b, entry in budgets.items() if entry is not None}
+        budgets = {str(b): entry for b in s.steps
+                   if (entry := _method_summary(out, m.display, b, s.seeds, s.batch_size)) is not None}
         if budgets:
             methods[m.display] = {"method": m.model_dump(), "budgets": budgets}
     sweep = []
