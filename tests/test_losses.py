@@ -45,3 +45,8 @@ def test_tau_squared_scaling_and_mixture():
     expected = 0.25 * F.cross_entropy(s, y) + 0.75 * kd_loss(s, t, 1.0)
     assert torch.allclose(mix, expected)
     assert torch.allclose(distillation_loss(s, y, None, 0.0, 0.0), F.cross_entropy(s, y))
+
+
+def test_tau_zero_accepts_the_teachers_argmax_labels():
+    student, teacher = torch.randn(64, 8), torch.randn(64, 8)
+    assert torch.equal(kd_loss(student, teacher, tau=0.0), kd_loss(student, teacher.argmax(-1), tau=0.0))

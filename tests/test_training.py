@@ -151,3 +151,43 @@ def test_run_files_are_json(tmp_path):
           progress=False)
     assert [p["step"] for p in read_json(tmp_path / "curve.json")] == [0, 5, 10]
     assert json.loads((tmp_path / "checkpoint-10" / "meta.json").read_text())["step"] == 10
+
+
+@pytest.mark.parametrize("tau", [0.0, 2.0])
+def test_cached_teacher_outputs_give_identical_students_and_are_reused(tmp_path, tau, monkeypatch):
+    from progdistill.teacher_outputs import TeacherOutputs
+
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=3)
+    teacher_cfg = TrainConfig(steps=120, batch_size=16, optim=OptimConfig(lr=0.1), eval_every=40, checkpoint_every=40)
+    train(fresh(5), task, teacher_cfg, tmp_path / "teacher", {"model": ARCH}, progress=False)
+    trajectory = Trajectory(tmp_path / "teacher")
+    cfg = TrainConfig(steps=90, batch_size=16, optim=OptimConfig(lr=0.1), kd=KDConfig(alpha=0.0, tau=tau),
+                      eval_every=30)
+
+    def student(folder, cache):
+        model = fresh(1)
+        record = train(model, task, cfg, tmp_path / folder, {"model": ARCH},
+                       make_schedule({"name": "progressive", "refresh": 20}, trajectory.steps, None),
+                       trajectory, progress=False, teacher_cache=cache)
+        return model, record
+
+    plain, plain_record = student("plain", None)
+    cached, cached_record = student("cached", tmp_path / "cache")
+    blocks = sorted(p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*.safetensors"))
+    assert blocks == ["checkpoint-120/block-1.safetensors", "checkpoint-40/block-0.safetensors",
+                      "checkpoint-80/block-0.safetensors", "checkpoint-80/block-1.safetensors"]
+    assert plain_record["curve"] == cached_record["curve"]
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), cached.parameters()))
+
+    def no_teacher(*args):
+        raise AssertionError("the teacher ran although its outputs were cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TeacherOutputs, "_compute", no_teacher)
+        again, _ = student("again", tmp_path / "cache")
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), again.parameters()))
+
+    truncated = tmp_path / "cache" / "checkpoint-40" / "block-0.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:20])
+    repaired, _ = student("repaired", tmp_path / "cache")
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), repaired.parameters()))

@@ -169,8 +169,10 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim),
                       kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
+    outputs = "labels" if cfg.kd.tau == 0 else "logits"
+    cache = out / "teacher-outputs" / f"seed-{seed}-batch-{s.batch_size}-{outputs}"
     record = train(model, task, cfg, folder, meta, schedule, trajectory, progress=progress, stop_at=stop_at,
-                   desc=f"{method.display} s{seed}")
+                   desc=f"{method.display} s{seed}", teacher_cache=cache)
     if stop_at is not None and stop_at < budget:
         return {}
     curve = record["curve"]

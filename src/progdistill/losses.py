@@ -15,7 +15,8 @@ def kd_loss(
 ) -> torch.Tensor:
     """Mean KD loss over rows of [N, C] logits.
 
-    tau == 0: cross-entropy against the teacher's argmax (exact, no overflow).
+    tau == 0: cross-entropy against the teacher's argmax (exact, no overflow); `teacher_logits` may
+    then also be the argmax itself, [N] integer labels.
     forward: sum_v p_T(v) * (-log q_S(v)), p_T = softmax(z_T / tau), q_S = softmax(z_S / tau)
     (the cross-entropy form; its gradient equals that of KL(p_T || q_S)).
     reverse: KL(q_S || p_T) = sum_v q_S(v) * (log q_S(v) - log p_T(v)), on probabilities.
@@ -26,7 +27,8 @@ def kd_loss(
     if tau == 0:
         if kind == "reverse":
             raise ValueError("reverse KL needs tau > 0 (a one-hot teacher has log p_T = -inf off its argmax)")
-        return F.cross_entropy(student_logits.float(), teacher_logits.argmax(-1))
+        labels = teacher_logits if teacher_logits.ndim == 1 else teacher_logits.argmax(-1)
+        return F.cross_entropy(student_logits.float(), labels)
     log_q = F.log_softmax(student_logits.float() / tau, dim=-1)
     log_p = F.log_softmax(teacher_logits.float() / tau, dim=-1)
     if kind == "forward":

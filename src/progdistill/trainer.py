@@ -1,8 +1,9 @@
 """One training loop for teachers and students.
 
 loss = alpha * CE(student, y) + (1 - alpha) * KD(teacher checkpoint c(t) -> student), where c(t)
-comes from a TeacherSchedule (none for a teacher or a CE student). The teacher model is reloaded only
-when c(t) changes. Every run folder holds its eval curve, which teacher checkpoint supervised each
+comes from a TeacherSchedule (none for a teacher or a CE student). The teacher's outputs come from
+`TeacherOutputs` (checkpoint reloaded only when c(t) changes; optionally cached on disk and shared
+between students). Every run folder holds its eval curve, which teacher checkpoint supervised each
 step, and a resumable state (model + optimizer + schedule) written atomically.
 """
 
@@ -23,6 +24,7 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_loss
 from .schedule import TeacherSchedule
 from .tasks.base import Task, selected
+from .teacher_outputs import TeacherOutputs
 from .trajectory import Trajectory, save_checkpoint
 
 
@@ -119,24 +121,6 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
-class _TeacherCache:
-    """Holds the teacher checkpoint currently in use; loads a new one only on a switch."""
-
-    def __init__(self, trajectory: Trajectory | None, device: torch.device) -> None:
-        self.trajectory, self.device = trajectory, device
-        self.step: int | None = None
-        self.model: nn.Module | None = None
-
-    def get(self, step: int | None) -> nn.Module | None:
-        if step is None:
-            return None
-        if step != self.step:
-            assert self.trajectory is not None
-            self.model = self.trajectory.load(step, self.device)
-            self.step = step
-        return self.model
-
-
 def train(
     model: nn.Module,
     task: Task,
@@ -148,11 +132,14 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     desc: str = "train",
+    teacher_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `task`, resuming from `out/state` if present. Returns the run's record.
 
     `meta` is stored in every checkpoint (must hold the resolved architecture under 'model').
     `stop_at` ends the run early after that step with its state saved, as an interruption would.
+    `teacher_cache`: a folder where the teacher's outputs on this data stream are cached (see
+    `TeacherOutputs`); share it only between runs with the same task, data seed and batch size.
     """
     out = Path(out)
     schedule = schedule or TeacherSchedule(None)
@@ -160,7 +147,8 @@ def train(
     opt = make_optimizer(model, cfg.optim)
     ckpt_steps = checkpoint_steps(cfg)
     state_every = cfg.state_every or cfg.eval_every
-    teachers = _TeacherCache(teacher, device)
+    teachers = TeacherOutputs(teacher, task, cfg.batch_size, device, labels_only=cfg.kd.tau == 0,
+                              cache=teacher_cache)
 
     record: dict[str, Any] = {"curve": [], "supervision": []}
     start = 0
@@ -210,12 +198,8 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
         batch = task.train_batch(step, cfg.batch_size)
-        teacher_model = teachers.get(ckpt)
         logits, targets = selected(model(batch.inputs), batch.targets)
-        teacher_logits = None
-        if teacher_model is not None:
-            with torch.no_grad():
-                teacher_logits, _ = selected(teacher_model(batch.inputs), batch.targets)
+        teacher_logits = teachers.get(ckpt, step, batch)
         loss = distillation_loss(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                  cfg.kd.scale_tau2)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,80 @@
+"""The teacher's outputs on a student's batches, optionally cached on disk and shared between students.
+
+A student's batch at step t is a pure function of (task, data seed, step, batch size), so the outputs of
+teacher checkpoint c on it are too. Students that share a data stream (the methods and budgets of one
+seed, the (2, T) sweep) therefore need each (c, t) once: with a cache folder, outputs are computed in
+blocks of `block` steps, written atomically as `checkpoint-{c}/block-{k}.safetensors`, and read back by
+any later student. Each step is computed exactly as without the cache (one forward per batch), so a
+cached run gives bit-identical numbers. With tau == 0 only the teacher's argmax is stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .io import CheckpointError, load_tensors, save_tensors
+from .tasks.base import Batch, Task, selected
+from .trajectory import Trajectory
+
+
+class TeacherOutputs:
+    """Teacher logits (or argmax labels when `labels_only`) at the loss positions of student batches."""
+
+    def __init__(self, trajectory: Trajectory | None, task: Task, batch_size: int, device: torch.device,
+                 labels_only: bool = False, cache: str | Path | None = None, block: int = 50) -> None:
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        self.trajectory, self.task, self.batch_size, self.device = trajectory, task, batch_size, device
+        self.labels_only, self.block = labels_only, block
+        self.cache = Path(cache) if cache is not None else None
+        self._model_step: int | None = None
+        self._model: nn.Module | None = None
+        self._block_key: tuple[int, int] | None = None
+        self._block: list[torch.Tensor] = []
+
+    def model(self, checkpoint: int) -> nn.Module:
+        """The teacher checkpoint, loaded only when it changes."""
+        if checkpoint != self._model_step:
+            assert self.trajectory is not None, "a teacher schedule needs a trajectory"
+            self._model = self.trajectory.load(checkpoint, self.device)
+            self._model_step = checkpoint
+        assert self._model is not None
+        return self._model
+
+    def _compute(self, checkpoint: int, batch: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            logits, _ = selected(self.model(checkpoint)(batch.inputs), batch.targets)
+        return logits.argmax(-1) if self.labels_only else logits
+
+    def get(self, checkpoint: int | None, step: int, batch: Batch) -> torch.Tensor | None:
+        """Outputs of `checkpoint` on `batch` (the student's batch of `step`); None without a teacher."""
+        if checkpoint is None:
+            return None
+        if self.cache is None:
+            return self._compute(checkpoint, batch)
+        key = (checkpoint, step // self.block)
+        if key != self._block_key:
+            self._block = self._load_block(*key)
+            self._block_key = key
+        return self._block[step % self.block]
+
+    def _load_block(self, checkpoint: int, index: int) -> list[torch.Tensor]:
+        assert self.cache is not None
+        path = self.cache / f"checkpoint-{checkpoint}" / f"block-{index}.safetensors"
+        if path.is_file():
+            try:
+                saved = load_tensors(path, self.device)
+                offsets = saved["offsets"].tolist()
+                if len(offsets) == self.block + 1:
+                    return [saved["outputs"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            except (CheckpointError, KeyError):
+                pass  # unreadable or foreign: recompute and overwrite
+        start = index * self.block
+        outputs = [self._compute(checkpoint, self.task.train_batch(step, self.batch_size))
+                   for step in range(start, start + self.block)]
+        offsets = torch.tensor([0] + [len(o) for o in outputs]).cumsum(0)
+        save_tensors(path, {"outputs": torch.cat(outputs), "offsets": offsets})
+        return outputs
