@@ -119,3 +119,12 @@ def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):
     report = (out / "report.md").read_text()
     assert "No student has finished yet" in report and "degree-1 in-support" in report
     assert not (out / "plots" / "students.png").exists()
+
+
+def test_report_refuses_a_run_folder_without_a_finished_teacher(tiny, tmp_path, capsys):
+    from progdistill.experiment import prepare_run
+
+    out = prepare_run(load_recipe(str(tiny)), tmp_path / "run")
+    assert main(["report", str(out)]) == 2
+    assert "teacher has not finished" in capsys.readouterr().err
+    assert not (out / "teacher").exists()

@@ -72,14 +72,17 @@ def cmd_distill(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .experiment import summarize, teacher_phases, train_teacher
+    from .config import validate
+    from .experiment import finished_teacher, summarize, teacher_phases
     from .io import read_json
     from .report import write_report
-    from .config import validate
 
     out = Path(args.run)
     recipe = validate(read_json(out / "run.json")["config"], str(out / "run.json"))
-    traj = train_teacher(recipe, out, progress=False)
+    traj = finished_teacher(recipe, out)
+    if traj is None:
+        raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "
+                          f"(`progdistill teacher` or `progdistill run` trains it)")
     summary = summarize(recipe, out, traj, teacher_phases(recipe, traj, out))
     print(f"report: {write_report(recipe, out, summary)}")
     if args.json:

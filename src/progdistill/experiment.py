@@ -68,14 +68,21 @@ def make_model(arch_cfg, task: Task, seed: int, device: str) -> tuple[torch.nn.M
     return build_model(arch).to(device), arch
 
 
+def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
+    """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished."""
+    if recipe.teacher.path:
+        return Trajectory(recipe.teacher.path)
+    folder = out / "teacher"
+    return Trajectory(folder) if (folder / "curve.json").is_file() else None
+
+
 def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajectory:
     """Train (or resume) the teacher, saving its trajectory under out/teacher."""
     t: TeacherSection = recipe.teacher
-    if t.path:
-        return Trajectory(t.path)
+    done = finished_teacher(recipe, out)
+    if done is not None:
+        return done
     folder = out / "teacher"
-    if (folder / "curve.json").is_file():
-        return Trajectory(folder)
     task = build_task(recipe.task, data_seed=t.seed, device=recipe.device)
     model, arch = make_model(t.model, task, t.seed, recipe.device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim),
