@@ -107,7 +107,8 @@ def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     assert (out / "summary.json").read_text() == before
     # a different config in the same folder is refused
     assert main(["run", str(tiny), "--out", str(out), "--quiet", "students.seeds=[5]"]) == 2
-    assert "different config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different config" in err and "students.seeds: [0, 1] -> [5]" in err
 
 
 def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):

@@ -35,6 +35,31 @@ def test_progressive_start_offset_and_default_refresh():
     assert sched.refresh == 200  # last checkpoint interval
 
 
+@pytest.mark.parametrize("budget, reach, refresh, first_final", [
+    (600, 1.0, 100, 500),   # 6 intervals: speed 1000/600; the final teacher takes the last interval
+    (600, 0.5, 100, 200),   # reach the final one by mid-budget: the interval holding step 299
+    (250, 1.0, 100, 200),   # budget not a multiple of refresh: 3 intervals, last one from 200
+    (300, 0.7, 50, 200),    # ceil(210 / 50) = 5 intervals: from step 200
+])
+def test_progressive_fit_reaches_the_final_checkpoint_on_time(budget, reach, refresh, first_final):
+    saved = list(range(0, 1100, 100))
+    sched = make_schedule({"name": "progressive", "speed": "fit", "reach": reach, "refresh": refresh},
+                          saved, None, budget=budget)
+    path = [sched.checkpoint(t) for t in range(budget)]
+    assert path.index(1000) == first_final and set(path[first_final:]) == {1000}
+    assert path == sorted(path) and path[0] < 1000  # advances monotonically, starts early
+
+
+def test_progressive_fit_from_a_later_start_visits_every_checkpoint_once():
+    saved = list(range(0, 850, 50))  # 0, 50, ..., 800
+    sched = make_schedule({"name": "progressive", "speed": "fit", "start": 200}, saved, None, budget=600)
+    path = [sched.checkpoint(t) for t in range(600)]
+    assert sorted(set(path)) == list(range(250, 850, 50))  # no checkpoint skipped by float error
+    assert all(path[t] == 250 + 50 * (t // 50) for t in range(600))
+    with pytest.raises(ValueError, match="budget"):
+        make_schedule({"name": "progressive", "speed": "fit"}, saved, None)
+
+
 def test_fixed_schedules_and_two_shot():
     assert make_schedule({"name": "ce"}, None, None).checkpoint(5) is None
     assert make_schedule({"name": "one-shot"}, SAVED, None).checkpoint(5) == 1000

@@ -188,7 +188,10 @@ class OneShotMethod(_Method):
 
 class ProgressiveMethod(_Method):
     name: Literal["progressive"] = "progressive"
-    speed: float = Field(1.0, gt=0)
+    speed: Annotated[float, Field(gt=0)] | Literal["fit"] = Field(
+        1.0, description="checkpoint steps advanced per student step; 'fit': reach the final one at `reach`")
+    reach: float = Field(1.0, gt=0, le=1, description="with speed 'fit': fraction of the budget by which "
+                                                       "the final checkpoint takes over")
     refresh: int | None = Field(None, ge=1, description="default: the teacher's checkpoint interval")
     start: CheckpointRef = 0
 

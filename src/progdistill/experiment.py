@@ -44,11 +44,20 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     if run_file.is_file():
         previous = read_json(run_file)
         if previous.get("config_hash") != digest:
-            raise RecipeError(f"{out} holds a run of a different config (hash {previous.get('config_hash')} "
-                              f"vs {digest}); choose another --out or delete it")
+            changes = config_changes(previous.get("config", {}), resolved)
+            raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
+                              f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
     write_json(run_file, {"config_hash": digest, "config": resolved, "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
     return out
+
+
+def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, as 'key: old -> new'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in config_changes(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{path}.{k}" if path else str(k))]
+    return [] if old == new else [f"{path or 'config'}: {old!r} -> {new!r}"]
 
 
 def _yaml(obj: Any) -> str:

@@ -7,6 +7,7 @@ each method, and `observe` feeds them the student's held-out metrics (adaptive a
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Any
 
 from .trajectory import Phases
@@ -17,9 +18,16 @@ PHASE_REFERENCES = ("before", "drop_start", "middle", "drop_end", "after")
 def progressive_checkpoint(step: int, saved: list[int], speed: float = 1.0, refresh: int = 1,
                            start: int = 0) -> int:
     """c(t) = first saved checkpoint at or after start + s*R*(1 + floor(t/R)); clamp to the final one."""
-    target = start + speed * refresh * (1 + step // refresh)
+    target = round(start + speed * refresh * (1 + step // refresh), 6)  # no skip on float error
     i = bisect.bisect_left(saved, target)
     return saved[i] if i < len(saved) else saved[-1]
+
+
+def fitted_speed(saved: list[int], start: int, refresh: int, budget: int, reach: float = 1.0) -> float:
+    """The speed at which `progressive_checkpoint` reaches the final checkpoint in the refresh interval
+    holding step ceil(reach * budget) - 1 (earlier only where the saved checkpoints are sparse)."""
+    intervals = max(1, math.ceil(reach * budget / refresh))
+    return max(saved[-1] - start, 1) / (refresh * intervals)
 
 
 def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None) -> int:
@@ -188,7 +196,12 @@ def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phase
         start = method.get("start", 0)
         start_step = 0 if start == 0 else resolve_checkpoint(start, saved, phases)
         refresh = method.get("refresh") or _checkpoint_interval(saved)
-        return Progressive(saved, method.get("speed", 1.0), refresh, start_step)
+        speed = method.get("speed", 1.0)
+        if speed == "fit":
+            if not budget:
+                raise ValueError("progressive with speed 'fit' needs the student's budget")
+            speed = fitted_speed(saved, start_step, refresh, budget, method.get("reach", 1.0))
+        return Progressive(saved, speed, refresh, start_step)
     if name == "two-shot":
         return TwoShot(resolve_checkpoint(method["checkpoint"], saved, phases), final, method["switch"])
     if name == "adaptive":
