@@ -38,7 +38,7 @@ TINY = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("name, model, extra, ngram", [
-    ("pcfg-mlm", "bert", "", "ngram: {sentences: 8, n_max: 2, positions: 2}"),
+    ("pcfg-mlm", "bert", "", "ngram: {sentences: 8, n_max: 2, positions: 2}\n  oracle: true"),
     ("pcfg-ar", "gpt-lm", "level: 2", ""),
 ])
 def test_pcfg_pipeline_end_to_end(tmp_path, name, model, extra, ngram):
@@ -58,6 +58,18 @@ def test_pcfg_pipeline_end_to_end(tmp_path, name, model, extra, ngram):
     assert ("## Curriculum probe: n-gram reliance" in report) == (name == "pcfg-mlm")
     for png in ["teacher.png", "students.png", "sweep.png", "nonterminal.png"] + (["ngram.png"] if ngram else []):
         assert (out / "plots" / png).is_file()
+    if name == "pcfg-mlm":  # the grammar's Bayes-optimal predictor beats a 60-step teacher
+        oracle = summary["oracle"]
+        assert oracle["eval"]["accuracy"] > summary["teacher"]["curve"][-1]["accuracy"]
+        assert oracle["eval"]["loss"] < summary["teacher"]["curve"][-1]["loss"]
+        assert set(oracle["ngram"]["windows"]) == {"3", "5"} and "| Bayes-optimal |" in report
+
+
+def test_oracle_only_for_masked_lm(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.format(name="pcfg-ar", model="gpt-lm", extra="level: 2", ngram="oracle: true"))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "only task pcfg-mlm has a Bayes-optimal predictor" in capsys.readouterr().err
 
 
 def test_bad_grammar_is_a_clear_error(tmp_path, capsys):

@@ -292,6 +292,8 @@ class ProbeSection(Strict):
     monomials: MonomialProbe | None = None
     ngram: NgramProbe | None = None
     nonterminal: NonterminalProbe | None = None
+    oracle: bool = Field(False, description="also score the grammar's Bayes-optimal predictor on the held-out "
+                         "set and the n-gram probe (pcfg-mlm; exact, on the CPU, cost ~ length^3)")
 
     def enabled(self) -> dict[str, dict[str, Any]]:
         """name -> options of every configured probe."""
@@ -316,6 +318,12 @@ class Recipe(Strict):
     probe: ProbeSection = ProbeSection()
     students: StudentsSection
     report: ReportSection = ReportSection()
+
+    @model_validator(mode="after")
+    def _oracle_task(self) -> "Recipe":
+        if self.probe.oracle and self.task.name != "pcfg-mlm":
+            raise ValueError(f"probe.oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {self.task.name!r}")
+        return self
 
 
 # --- loading ---------------------------------------------------------------------------------

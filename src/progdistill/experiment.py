@@ -146,7 +146,23 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
                          "result": available[name](model, **options)})
         write_json(file, rows)
         results[name] = rows
+    if recipe.probe.oracle:
+        results["oracle"] = probe_oracle(recipe, task, out)
     return results
+
+
+def probe_oracle(recipe: Recipe, task: Task, out: Path) -> dict[str, Any]:
+    """The task's Bayes-optimal predictor scored like a teacher checkpoint: held-out loss and accuracy,
+    and the n-gram probe if configured (out/probes/oracle.json)."""
+    file = out / "probes" / "oracle.json"
+    if file.is_file():
+        return read_json(file)
+    oracle = task.oracle()
+    result: dict[str, Any] = {"eval": task.evaluate(oracle)}
+    if recipe.probe.ngram is not None:
+        result["ngram"] = task.probes()["ngram"](oracle, **recipe.probe.ngram.model_dump())
+    write_json(file, result)
+    return result
 
 
 def student_folder(out: Path, label: str, budget: int, seed: int) -> Path:
@@ -287,6 +303,8 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
         "teacher": {"curve": trajectory.curve(), "checkpoints": trajectory.steps,
                     "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice},
     }
+    if (out / "probes" / "oracle.json").is_file():
+        summary["oracle"] = read_json(out / "probes" / "oracle.json")
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
         rows = read_json(probe_file)

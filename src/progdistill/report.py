@@ -36,6 +36,9 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax1.plot(steps, [p["accuracy"] for p in curve], color="k")
     ax2.plot(steps, [p["loss"] for p in curve], color="k")
+    if summary.get("oracle"):
+        for ax, key in ((ax1, "accuracy"), (ax2, "loss")):
+            ax.axhline(summary["oracle"]["eval"][key], color="grey", ls=":", label="Bayes-optimal")
     for ax, name in ((ax1, "held-out accuracy"), (ax2, "held-out loss")):
         _shade_phases(ax, teacher["phases"])
         for ref, step in (teacher["auto_checkpoint"] or {}).items():
@@ -95,7 +98,9 @@ def plot_students(recipe: Recipe, out: Path, summary: dict[str, Any], path: Path
     _save(fig, path)
 
 
-def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
+def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path,
+               oracle: dict[str, Any] | None = None) -> None:
+    """Medians and quartiles over the trajectory; the Bayes-optimal predictor's medians dashed."""
     steps = [r["step"] for r in rows]
     windows = sorted(rows[0]["result"]["windows"], key=int)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -105,6 +110,9 @@ def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: 
             stats = [r["result"]["windows"][w][kind] for r in rows]
             ax.plot(steps, [x["median"] for x in stats], color=c, marker=".", label=f"{w}-token window")
             ax.fill_between(steps, [x["q25"] for x in stats], [x["q75"] for x in stats], color=c, alpha=0.15)
+            if oracle is not None:
+                ax.axhline(oracle["windows"][w][kind]["median"], color=c, ls=":", lw=1.2,
+                           label=f"{w}: Bayes-optimal")
     for ax, kind in ((ax1, "M_robust (mask the window: large = relies on it)"),
                      (ax2, "M_close (mask all but the window: small = it suffices)")):
         _shade_phases(ax, phases)
@@ -116,15 +124,18 @@ def plot_ngram(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: 
     _save(fig, path)
 
 
-def ngram_table(rows: list[dict[str, Any]]) -> str:
+def ngram_table(rows: list[dict[str, Any]], oracle: dict[str, Any] | None = None) -> str:
     windows = sorted(rows[0]["result"]["windows"], key=int)
     head = " | ".join(f"M_robust {w}" for w in windows) + " | " + " | ".join(f"M_close {w}" for w in windows)
     lines = [f"| teacher step | loss | {head} |", "|" + " --- |" * (2 + 2 * len(windows))]
-    for r in rows:
-        ws = r["result"]["windows"]
+    named = [(str(r["step"]), r.get("loss", float("nan")), r["result"]) for r in rows]
+    if oracle is not None:
+        named.append(("Bayes-optimal", oracle["eval"]["loss"], oracle["ngram"]))
+    for name, loss, result in named:
+        ws = result["windows"]
         cells = [f"{ws[w]['robust']['median']:.3g}" for w in windows] + [f"{ws[w]['close']['median']:.3g}"
                                                                          for w in windows]
-        lines.append(f"| {r['step']} | {r.get('loss', float('nan')):.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {loss:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -235,6 +246,10 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts.append(f"Detected phase transition ({p['metric']}): sharp drop from step {p['drop_start']} to "
                      f"{p['drop_end']}, middle at {p['middle']}; checkpoints before / middle / after: "
                      f"{teacher['auto_checkpoint']}.")
+    oracle = summary.get("oracle")
+    if oracle:
+        parts.append(f"The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks): "
+                     f"accuracy {oracle['eval']['accuracy']:.3f}, loss {oracle['eval']['loss']:.4f}.")
     parts += ["", "![teacher](plots/teacher.png)", ""]
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
@@ -254,12 +269,13 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
     probe_file = out / "probes" / "teacher_ngram.json"
     if probe_file.is_file():
         rows = read_json(probe_file)
-        plot_ngram(rows, teacher["phases"], plots / "ngram.png")
+        plot_ngram(rows, teacher["phases"], plots / "ngram.png", (oracle or {}).get("ngram"))
         parts += ["## Curriculum probe: n-gram reliance", "",
                   "Total variation between the prediction at a masked position and the prediction when the "
                   "window around it is masked too (M_robust) or when everything outside it is masked "
                   "(M_close); windows named by their size in tokens. Medians:", "",
-                  ngram_table(rows), "", "![ngram](plots/ngram.png)", ""]
+                  ngram_table(rows, oracle if oracle and "ngram" in oracle else None), "",
+                  "![ngram](plots/ngram.png)", ""]
     probe_file = out / "probes" / "teacher_nonterminal.json"
     if probe_file.is_file():
         rows = read_json(probe_file)

@@ -261,6 +261,13 @@ class PCFGMLMTask(_GrammarTask):
     def probes(self) -> dict[str, Callable[..., dict]]:
         return {"ngram": self._ngram_probe, **super().probes()}
 
+    def oracle(self, noise: bool = True) -> torch.nn.Module:
+        """The grammar's Bayes-optimal predictor for this task (see `models.grammar_oracle`)."""
+        from ..models.grammar_oracle import MaskedLMOracle
+
+        return MaskedLMOracle(self.grammar, self.vocab_size, self.pad_id, self.mask_id, self.mask_prob,
+                              self.mask_token_prob, self.random_token_prob, noise=noise)
+
 
 class PCFGARTask(_GrammarTask):
     """Autoregressive next-token prediction on [BOS] + terminals, with the loss only where the next token
