@@ -7,7 +7,7 @@ from progdistill.io import CheckpointError, read_json
 from progdistill.models import build_model
 from progdistill.schedule import make_schedule
 from progdistill.tasks import ParityTask
-from progdistill.trainer import KDConfig, OptimConfig, TrainConfig, checkpoint_steps, lr_at, train
+from progdistill.trainer import DivergenceError, KDConfig, OptimConfig, TrainConfig, checkpoint_steps, lr_at, train
 from progdistill.trajectory import Trajectory, detect_phases, load_checkpoint, save_checkpoint
 
 ARCH = {"type": "mlp", "input_dim": 12, "num_classes": 2, "width": 32}
@@ -151,6 +151,13 @@ def test_run_files_are_json(tmp_path):
           progress=False)
     assert [p["step"] for p in read_json(tmp_path / "curve.json")] == [0, 5, 10]
     assert json.loads((tmp_path / "checkpoint-10" / "meta.json").read_text())["step"] == 10
+
+
+def test_divergence_is_a_clear_error(tmp_path):
+    task = ParityTask(d=12, k=2, eval_size=64)
+    cfg = TrainConfig(steps=10, batch_size=4, optim=OptimConfig(lr=float("nan")), eval_every=5)
+    with pytest.raises(DivergenceError, match="held-out loss is nan at step 5: training diverged"):
+        train(fresh(), task, cfg, tmp_path, {"model": ARCH}, progress=False, desc="teacher")
 
 
 @pytest.mark.parametrize("tau", [0.0, 2.0])

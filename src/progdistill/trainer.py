@@ -40,6 +40,10 @@ class OptimConfig:
     grad_clip: float | None = None
 
 
+class DivergenceError(ValueError):
+    """The held-out loss stopped being finite."""
+
+
 @dataclass
 class KDConfig:
     alpha: float = 0.0
@@ -162,6 +166,9 @@ def train(
 
     def evaluate(step: int) -> dict[str, Any]:
         point = {"step": step, "samples": step * task.samples_per_step(cfg.batch_size), **task.evaluate(model)}
+        if not math.isfinite(point["loss"]):
+            raise DivergenceError(f"{desc}: held-out loss is {point['loss']} at step {step}: training diverged "
+                                  "(lower optim.lr, or set optim.grad_clip)")
         point["teacher"] = schedule.checkpoint(max(step - 1, 0))
         record["curve"].append(point)
         schedule.observe(step, point)
