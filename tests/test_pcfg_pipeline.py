@@ -81,3 +81,18 @@ def test_bad_grammar_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "bad.txt:1" in err and "undefined" in err
+
+
+def test_oracle_command(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.format(name="pcfg-mlm", model="bert", extra="", ngram="ngram: {sentences: 8, n_max: 2}"))
+    assert main(["oracle", str(recipe), "--ngram-sentences", "4", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("Bayes-optimal on 64 held-out sentences: accuracy")
+    result = json.loads(lines[-1])
+    assert 0.5 < result["accuracy"] <= 1 and result["ngram"]["pairs"] == 4 * 4
+    assert set(result["ngram"]["windows"]) == {"3", "5"}
+    ar = tmp_path / "ar.yaml"
+    ar.write_text(TINY.format(name="pcfg-ar", model="gpt-lm", extra="level: 2", ngram=""))
+    assert main(["oracle", str(ar)]) == 2
+    assert "only task pcfg-mlm" in capsys.readouterr().err

@@ -32,6 +32,29 @@ def cmd_run(args) -> None:
                   f"({b['reached_target']}/{len(b['seeds'])} reached)")
 
 
+def cmd_oracle(args) -> None:
+    """The grammar's Bayes-optimal predictor on the recipe's task: held-out loss / accuracy, n-gram probe."""
+    from .tasks import build_task
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.task.name != "pcfg-mlm":
+        raise RecipeError(f"oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {recipe.task.name!r}")
+    task = build_task(recipe.task, device="cpu")
+    oracle = task.oracle()
+    result = {"eval_sentences": len(task.eval_inputs), **task.evaluate(oracle)}
+    print(f"Bayes-optimal on {result['eval_sentences']} held-out sentences: accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}")
+    if args.ngram_sentences:
+        options = recipe.probe.ngram.model_dump() if recipe.probe.ngram else {}
+        ngram = task.probes()["ngram"](oracle, **{**options, "sentences": args.ngram_sentences})
+        result["ngram"] = ngram
+        for size, w in ngram["windows"].items():
+            print(f"  {size}-token window: median M_robust {w['robust']['median']:.3g}, "
+                  f"median M_close {w['close']['median']:.3g} ({ngram['pairs']} sentence x position pairs)")
+    if args.json:
+        print(json.dumps(result))
+
+
 def cmd_recipes(args) -> None:
     for name in recipe_names():
         recipe = load_recipe(name)
@@ -166,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--trees", action="store_true", help="also print each token's ancestor per level")
         p.set_defaults(fn=fn)
+    text = "score the grammar's exact Bayes-optimal masked LM on a pcfg-mlm recipe's held-out set (CPU)"
+    p = sub.add_parser("oracle", help=text, description=text)
+    p.add_argument("recipe", help="a shipped recipe name or a YAML file (task.eval_size sets the sentences)")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES)
+    p.add_argument("--ngram-sentences", type=int, default=0, metavar="N",
+                   help="also run the n-gram probe on the first N held-out sentences")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    p.set_defaults(fn=cmd_oracle)
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
     p.set_defaults(fn=cmd_recipes)
