@@ -129,3 +129,16 @@ def test_report_refuses_a_run_folder_without_a_finished_teacher(tiny, tmp_path, 
     assert main(["report", str(out)]) == 2
     assert "teacher has not finished" in capsys.readouterr().err
     assert not (out / "teacher").exists()
+
+
+@pytest.mark.parametrize("reached, text", [([None, None, 1600], "≥ 4,800"), ([3200, None, 1600], "3,200")])
+def test_median_samples_to_target_is_marked_when_only_a_lower_bound(tmp_path, reached, text):
+    from progdistill.experiment import _method_summary, samples_to_target_text, student_folder
+    from progdistill.io import write_json
+
+    for seed, samples in enumerate(reached):
+        write_json(student_folder(tmp_path, "ce", 300, seed) / "result.json",
+                   {"final_accuracy": 0.5, "samples_to_target": samples})
+    entry = _method_summary(tmp_path, "ce", 300, [0, 1, 2], batch_size=16)
+    assert samples_to_target_text(entry) == text
+    assert entry["reached_target"] == sum(s is not None for s in reached)

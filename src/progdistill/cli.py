@@ -19,7 +19,7 @@ def _out(args, recipe) -> Path:
 
 
 def cmd_run(args) -> None:
-    from .experiment import run_experiment
+    from .experiment import run_experiment, samples_to_target_text
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
@@ -28,7 +28,7 @@ def cmd_run(args) -> None:
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
             print(f"  {label:>14} budget {budget}: median final accuracy {b['median_final_accuracy']:.3f}, "
-                  f"median samples to {summary['target']}: {b['median_samples_to_target']:,} "
+                  f"median samples to {summary['target']}: {samples_to_target_text(b)} "
                   f"({b['reached_target']}/{len(b['seeds'])} reached)")
 
 

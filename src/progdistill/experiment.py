@@ -263,15 +263,23 @@ def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_
     runs = {seed: read_json(f) for seed, f in files.items() if f.is_file()}
     if not runs:
         return None
-    never = budget * batch_size  # a run that never reaches the target counts as the whole budget
+    never = budget * batch_size  # a run that never reaches the target counts as the whole budget ...
     stt = [r["samples_to_target"] if r["samples_to_target"] is not None else never for r in runs.values()]
+    reached = sum(r["samples_to_target"] is not None for r in runs.values())
     keys = ("final_accuracy", "samples_to_target", "steps_to_target", "teacher_checkpoints", "schedule", "probes")
     return {
         "seeds": {seed: {k: r[k] for k in keys if k in r} for seed, r in runs.items()},
         "median_final_accuracy": statistics.median(r["final_accuracy"] for r in runs.values()),
         "median_samples_to_target": int(statistics.median(stt)),
-        "reached_target": sum(r["samples_to_target"] is not None for r in runs.values()),
+        # ... so the median is only a lower bound unless more than half the seeds reached it
+        "median_samples_is_lower_bound": reached <= len(runs) // 2,
+        "reached_target": reached,
     }
+
+
+def samples_to_target_text(entry: dict[str, Any]) -> str:
+    """The median samples-to-target of a method summary, as '≥ N' where it is only a lower bound."""
+    return ("≥ " if entry.get("median_samples_is_lower_bound") else "") + f"{entry['median_samples_to_target']:,}"
 
 
 def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None) -> dict[str, Any]:

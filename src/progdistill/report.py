@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from .config import Recipe  # noqa: E402
 from .io import read_json, write_text  # noqa: E402
-from .experiment import student_folder  # noqa: E402
+from .experiment import samples_to_target_text, student_folder  # noqa: E402
 from .probes.monomials import monomial_series, transition_window  # noqa: E402
 
 
@@ -212,7 +212,7 @@ def results_table(recipe: Recipe, summary: dict[str, Any]) -> str:
         for budget, b in entry["budgets"].items():
             accs = [r["final_accuracy"] for r in b["seeds"].values()]
             lines.append(f"| {budget} | {label} | {b['median_final_accuracy']:.3f} [{min(accs):.3f}–{max(accs):.3f}] "
-                         f"| {b['median_samples_to_target']:,} | {b['reached_target']}/{len(accs)} |")
+                         f"| {samples_to_target_text(b)} | {b['reached_target']}/{len(accs)} |")
     return "\n".join(lines)
 
 
