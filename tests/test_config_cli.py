@@ -142,3 +142,21 @@ def test_median_samples_to_target_is_marked_when_only_a_lower_bound(tmp_path, re
     entry = _method_summary(tmp_path, "ce", 300, [0, 1, 2], batch_size=16)
     assert samples_to_target_text(entry) == text
     assert entry["reached_target"] == sum(s is not None for s in reached)
+
+
+def test_a_run_folder_of_an_older_version_is_the_same_recipe(tiny, tmp_path):
+    from progdistill.experiment import prepare_run
+
+    recipe = load_recipe(str(tiny))
+    out = prepare_run(recipe, tmp_path / "run")
+    run = json.loads((out / "run.json").read_text())
+    methods = run["config"]["students"]["methods"]
+    assert sum(m.pop("reach", None) is not None for m in methods) >= 1  # a key added later, at its default
+    run["config_hash"], run["config"]["description"] = "older-version", "older words"
+    (out / "run.json").write_text(json.dumps(run))
+    prepare_run(recipe, out)  # read by this version it is the same experiment: accepted, run.json updated
+    assert json.loads((out / "run.json").read_text())["config_hash"] != "older-version"
+    run["config"]["students"]["seeds"] = [7]
+    (out / "run.json").write_text(json.dumps(run))
+    with pytest.raises(RecipeError, match=r"students.seeds: \[7\] -> \[0, 1\]"):
+        prepare_run(recipe, out)

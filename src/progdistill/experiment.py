@@ -36,15 +36,18 @@ def _set_threads(recipe: Recipe) -> None:
 
 
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Create the run folder and write run.json; refuse a folder that holds a different recipe."""
+    """Create the run folder and write run.json; refuse a folder that holds a different recipe. A folder
+    written by an older version is the same recipe if its config, read by this version (which fills in
+    keys added since with their defaults), equals this one."""
     out = Path(out)
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
     run_file = out / "run.json"
     if run_file.is_file():
         previous = read_json(run_file)
-        if previous.get("config_hash") != digest:
-            changes = config_changes(previous.get("config", {}), resolved)
+        stored = _as_read_now(previous.get("config", {})) or _experiment(previous.get("config", {}))
+        if previous.get("config_hash") != digest and stored != _experiment(resolved):
+            changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
     write_json(run_file, {"config_hash": digest, "config": resolved, "environment": environment_info()})
@@ -52,8 +55,23 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     return out
 
 
+def _experiment(config: dict[str, Any]) -> dict[str, Any]:
+    """What defines the experiment: the resolved config without its prose description."""
+    return {k: v for k, v in config.items() if k != "description"}
+
+
+def _as_read_now(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored resolved config as this version resolves it (None if it no longer validates)."""
+    try:
+        return _experiment(validate(config).model_dump(mode="json"))
+    except RecipeError:
+        return None
+
+
 def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved configs, as 'key: old -> new'."""
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        old, new = dict(enumerate(old)), dict(enumerate(new))
     if isinstance(old, dict) and isinstance(new, dict):
         return [c for k in sorted(set(old) | set(new), key=str)
                 for c in config_changes(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{path}.{k}" if path else str(k))]
