@@ -34,20 +34,20 @@ def cmd_run(args) -> None:
 
 def cmd_oracle(args) -> None:
     """The grammar's Bayes-optimal predictor on the recipe's task: held-out loss / accuracy, n-gram probe."""
+    from .experiment import score_oracle
     from .tasks import build_task
 
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.task.name != "pcfg-mlm":
         raise RecipeError(f"oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {recipe.task.name!r}")
     task = build_task(recipe.task, device="cpu")
-    oracle = task.oracle()
-    result = {"eval_sentences": len(task.eval_inputs), **task.evaluate(oracle)}
+    options = recipe.probe.ngram.model_dump() if recipe.probe.ngram else {}
+    scored = score_oracle(task, {**options, "sentences": args.ngram_sentences} if args.ngram_sentences else None)
+    result = {"eval_sentences": len(task.eval_inputs), **scored["eval"]}
     print(f"Bayes-optimal on {result['eval_sentences']} held-out sentences: accuracy {result['accuracy']:.4f}, "
           f"loss {result['loss']:.4f}")
-    if args.ngram_sentences:
-        options = recipe.probe.ngram.model_dump() if recipe.probe.ngram else {}
-        ngram = task.probes()["ngram"](oracle, **{**options, "sentences": args.ngram_sentences})
-        result["ngram"] = ngram
+    if "ngram" in scored:
+        ngram = result["ngram"] = scored["ngram"]
         for size, w in ngram["windows"].items():
             print(f"  {size}-token window: median M_robust {w['robust']['median']:.3g}, "
                   f"median M_close {w['close']['median']:.3g} ({ngram['pairs']} sentence x position pairs)")

@@ -43,10 +43,10 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
     run_file = out / "run.json"
-    if run_file.is_file():
-        previous = read_json(run_file)
+    previous = read_json(run_file) if run_file.is_file() else {"config_hash": digest}
+    if previous.get("config_hash") != digest:
         stored = _as_read_now(previous.get("config", {})) or _experiment(previous.get("config", {}))
-        if previous.get("config_hash") != digest and stored != _experiment(resolved):
+        if stored != _experiment(resolved):
             changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
@@ -175,11 +175,18 @@ def probe_oracle(recipe: Recipe, task: Task, out: Path) -> dict[str, Any]:
     file = out / "probes" / "oracle.json"
     if file.is_file():
         return read_json(file)
+    result = score_oracle(task, recipe.probe.ngram.model_dump() if recipe.probe.ngram else None)
+    write_json(file, result)
+    return result
+
+
+def score_oracle(task: Task, ngram: dict[str, Any] | None) -> dict[str, Any]:
+    """Held-out loss and accuracy of the task's Bayes-optimal predictor; its n-gram probe with options
+    `ngram` unless None."""
     oracle = task.oracle()
     result: dict[str, Any] = {"eval": task.evaluate(oracle)}
-    if recipe.probe.ngram is not None:
-        result["ngram"] = task.probes()["ngram"](oracle, **recipe.probe.ngram.model_dump())
-    write_json(file, result)
+    if ngram is not None:
+        result["ngram"] = task.probes()["ngram"](oracle, **ngram)
     return result
 
 
