@@ -2,6 +2,7 @@ import json
 import textwrap
 
 import pytest
+import torch
 
 from progdistill.cli import main
 from progdistill.config import RecipeError, load_recipe, recipe_names
@@ -61,6 +62,7 @@ def test_shipped_recipes_validate():
     ("students.methods.0.speed=2", "speed: unknown key"),
     ("students.kd.kind=reverse", "reverse KL needs tau > 0"),
     ("nonsense", "key=value"),
+    ("device=gpu", "not a device progdistill runs on"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):
     with pytest.raises(RecipeError, match=message):
@@ -77,6 +79,14 @@ def test_overrides_and_unknown_recipe(tiny):
 def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
     assert main(["run", str(tiny), "--out", str(tmp_path / "x"), "teacher.bogus=1"]) == 2
     assert "teacher.bogus: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has the device")
+def test_an_unavailable_device_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["run", str(tiny), "--out", str(out), "device=cuda:7"]) == 2
+    assert "device 'cuda:7' is not available" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):

@@ -6,6 +6,7 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -308,7 +309,7 @@ class ReportSection(Strict):
 class Recipe(Strict):
     name: str = "experiment"
     description: str = ""
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
@@ -318,6 +319,13 @@ class Recipe(Strict):
     probe: ProbeSection = ProbeSection()
     students: StudentsSection
     report: ReportSection = ReportSection()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device progdistill runs on (cpu, cuda, cuda:N, mps)")
+        return value
 
     @model_validator(mode="after")
     def _oracle_task(self) -> "Recipe":

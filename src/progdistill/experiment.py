@@ -35,10 +35,25 @@ def _set_threads(recipe: Recipe) -> None:
         torch.set_num_threads(recipe.threads)
 
 
+def require_device(device: str) -> None:
+    """Refuse, with the fix in the message, a device this machine's PyTorch cannot use."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= int(index or 0):
+            why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                   else f"{count} CUDA device(s) visible")
+            raise RecipeError(f"device {device!r} is not available: {why}; override device=cpu (small "
+                              f"sizes) or install a CUDA build of PyTorch (README, Install)")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("device 'mps' is not available on this machine; override device=cpu")
+
+
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Create the run folder and write run.json; refuse a folder that holds a different recipe. A folder
-    written by an older version is the same recipe if its config, read by this version (which fills in
-    keys added since with their defaults), equals this one."""
+    """Check the device, create the run folder and write run.json; refuse a folder that holds a different
+    recipe. A folder written by an older version is the same recipe if its config, read by this version
+    (which fills in keys added since with their defaults), equals this one."""
+    require_device(recipe.device)
     out = Path(out)
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
