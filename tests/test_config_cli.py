@@ -63,6 +63,7 @@ def test_shipped_recipes_validate():
     ("students.kd.kind=reverse", "reverse KL needs tau > 0"),
     ("nonsense", "key=value"),
     ("device=gpu", "not a device progdistill runs on"),
+    ("precision=fp16", "precision: Input should be 'fp32' or 'bf16'"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):
     with pytest.raises(RecipeError, match=message):
@@ -87,6 +88,18 @@ def test_an_unavailable_device_is_refused_before_anything_is_written(tiny, tmp_p
     assert main(["run", str(tiny), "--out", str(out), "device=cuda:7"]) == 2
     assert "device 'cuda:7' is not available" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_precision_reaches_teacher_and_students(tiny, tmp_path):
+    small = ["--quiet", "teacher.steps=100", "students.steps=50", "students.methods=[one-shot]", "students.seeds=[0]"]
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["run", str(tiny), "--out", str(out), f"precision={precision}", *small]) == 0
+        curves[precision] = [json.loads((out / path).read_text()) for path in
+                             ("teacher/curve.json", "students/one-shot/budget-50/seed-0/curve.json")]
+    for fp32, bf16 in zip(curves["fp32"], curves["bf16"]):
+        assert [p["loss"] for p in fp32] != [p["loss"] for p in bf16]
 
 
 def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):

@@ -198,3 +198,31 @@ def test_cached_teacher_outputs_give_identical_students_and_are_reused(tmp_path,
     truncated.write_bytes(truncated.read_bytes()[:20])
     repaired, _ = student("repaired", tmp_path / "cache")
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), repaired.parameters()))
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(tmp_path):
+    from progdistill.grammar import generate_grammar
+    from progdistill.tasks.pcfg import PCFGMLMTask
+
+    task = PCFGMLMTask(generate_grammar(levels=2, seed=0), eval_size=200, seed=1, data_seed=2)
+    io = task.model_io()
+    arch = {"type": "bert", "vocab_size": io["vocab_size"], "seq_len": io["seq_len"], "layers": 1, "heads": 2,
+            "head_dim": 8, "pad_id": io["pad_id"]}
+    save_checkpoint(tmp_path / "teacher" / "checkpoint-0", fresh(5, arch), {"model": arch, "step": 0})
+    teacher = Trajectory(tmp_path / "teacher")
+    records, models = {}, {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(steps=40, batch_size=32, precision=precision, optim=OptimConfig(name="adamw", lr=5e-3),
+                          kd=KDConfig(alpha=0.5, tau=2.0), eval_every=20)
+        models[precision] = fresh(1, arch)
+        records[precision] = train(models[precision], task, cfg, tmp_path / precision, {"model": arch},
+                                   make_schedule({"name": "one-shot"}, teacher.steps, None), teacher,
+                                   progress=False)
+    fp32, bf16 = ([p["loss"] for p in records[k]["curve"]] for k in ("fp32", "bf16"))
+    assert fp32 != bf16, "autocast is not on"
+    assert all(abs(a - b) < 0.05 * a for a, b in zip(fp32, bf16))
+    assert bf16[-1] < bf16[0] - 0.3
+    assert all(p.dtype == torch.float32 for p in models["bf16"].parameters())
+    with pytest.raises(ValueError, match="unknown precision"):
+        train(fresh(1, arch), task, TrainConfig(steps=1, batch_size=4, precision="fp8"), tmp_path / "x",
+              {"model": arch}, progress=False)

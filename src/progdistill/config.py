@@ -310,6 +310,8 @@ class Recipe(Strict):
     name: str = "experiment"
     description: str = ""
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward passes under bfloat16 "
+                                               "autocast (GPU speed); weights, optimizer and losses stay fp32")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")

@@ -127,7 +127,7 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajector
     folder = out / "teacher"
     task = build_task(recipe.task, data_seed=t.seed, device=recipe.device)
     model, arch = make_model(t.model, task, t.seed, recipe.device)
-    cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim),
+    cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                       log_checkpoints=t.log_checkpoints)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
@@ -238,7 +238,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     task = build_task(recipe.task, data_seed=1000 + seed, device=recipe.device)
     model, arch = make_model(s.model, task, 1000 + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
-    cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim),
+    cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
                       kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
     outputs = "labels" if cfg.kd.tau == 0 else "logits"

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .io import CheckpointError, load_tensors, save_tensors
+from .precision import autocast
 from .tasks.base import Batch, Task, selected
 from .trajectory import Trajectory
 
@@ -24,11 +25,12 @@ class TeacherOutputs:
     """Teacher logits (or argmax labels when `labels_only`) at the loss positions of student batches."""
 
     def __init__(self, trajectory: Trajectory | None, task: Task, batch_size: int, device: torch.device,
-                 labels_only: bool = False, cache: str | Path | None = None, block: int = 50) -> None:
+                 labels_only: bool = False, cache: str | Path | None = None, block: int = 50,
+                 precision: str = "fp32") -> None:
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self.trajectory, self.task, self.batch_size, self.device = trajectory, task, batch_size, device
-        self.labels_only, self.block = labels_only, block
+        self.labels_only, self.block, self.precision = labels_only, block, precision
         self.cache = Path(cache) if cache is not None else None
         self._model_step: int | None = None
         self._model: nn.Module | None = None
@@ -45,8 +47,8 @@ class TeacherOutputs:
         return self._model
 
     def _compute(self, checkpoint: int, batch: Batch) -> torch.Tensor:
-        with torch.no_grad():
-            logits, _ = selected(self.model(checkpoint)(batch.inputs), batch.targets)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            logits, _ = selected(self.model(checkpoint)(batch.inputs).float(), batch.targets)
         return logits.argmax(-1) if self.labels_only else logits
 
     def get(self, checkpoint: int | None, step: int, batch: Batch) -> torch.Tensor | None:

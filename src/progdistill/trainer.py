@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_loss
+from .precision import autocast
 from .schedule import TeacherSchedule
 from .tasks.base import Task, selected
 from .teacher_outputs import TeacherOutputs
@@ -56,6 +57,7 @@ class KDConfig:
 class TrainConfig:
     steps: int
     batch_size: int
+    precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast
     optim: OptimConfig = field(default_factory=OptimConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     eval_every: int = 100
@@ -152,7 +154,7 @@ def train(
     ckpt_steps = checkpoint_steps(cfg)
     state_every = cfg.state_every or cfg.eval_every
     teachers = TeacherOutputs(teacher, task, cfg.batch_size, device, labels_only=cfg.kd.tau == 0,
-                              cache=teacher_cache)
+                              cache=teacher_cache, precision=cfg.precision)
 
     record: dict[str, Any] = {"curve": [], "supervision": []}
     start = 0
@@ -165,7 +167,9 @@ def train(
         record, start = saved["record"], saved["step"]
 
     def evaluate(step: int) -> dict[str, Any]:
-        point = {"step": step, "samples": step * task.samples_per_step(cfg.batch_size), **task.evaluate(model)}
+        with autocast(device, cfg.precision):
+            metrics = task.evaluate(model)
+        point = {"step": step, "samples": step * task.samples_per_step(cfg.batch_size), **metrics}
         if not math.isfinite(point["loss"]):
             raise DivergenceError(f"{desc}: held-out loss is {point['loss']} at step {step}: training diverged "
                                   "(lower optim.lr, or set optim.grad_clip)")
@@ -181,7 +185,9 @@ def train(
                                               "record": record})
 
     def save_ckpt(step: int, point: dict[str, Any] | None) -> None:
-        point = point or {"step": step, **task.evaluate(model)}
+        if point is None:
+            with autocast(device, cfg.precision):
+                point = {"step": step, **task.evaluate(model)}
         save_checkpoint(out / f"checkpoint-{step}", model, {
             **meta, "step": step, "samples": step * task.samples_per_step(cfg.batch_size),
             "eval": {"loss": point["loss"], "accuracy": point["accuracy"]},
@@ -205,7 +211,8 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
         batch = task.train_batch(step, cfg.batch_size)
-        logits, targets = selected(model(batch.inputs), batch.targets)
+        with autocast(device, cfg.precision):
+            logits, targets = selected(model(batch.inputs).float(), batch.targets)
         teacher_logits = teachers.get(ckpt, step, batch)
         loss = distillation_loss(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                  cfg.kd.scale_tau2)
