@@ -226,3 +226,21 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(tmp_path):
     with pytest.raises(ValueError, match="unknown precision"):
         train(fresh(1, arch), task, TrainConfig(steps=1, batch_size=4, precision="fp8"), tmp_path / "x",
               {"model": arch}, progress=False)
+
+
+def test_loss_spikes_are_found_and_reported():
+    from progdistill.report import spike_warnings
+    from progdistill.trajectory import loss_spikes
+
+    losses = [2.1, 0.9, 0.85, 10.4, 0.84, 0.8, 1.5, 0.5, 1.01]
+    curve = [{"step": 50 * i, "loss": x} for i, x in enumerate(losses)]
+    assert loss_spikes(curve) == [{"step": 150, "loss": 10.4, "best_before": 0.85},
+                                  {"step": 400, "loss": 1.01, "best_before": 0.5}]
+    assert loss_spikes(curve[:3]) == [] and loss_spikes(curve, factor=20) == []
+    seeds = {"0": {"loss_spikes": []}, "1": {"loss_spikes": loss_spikes(curve)[:1]}}
+    summary = {"teacher": {"loss_spikes": []}, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
+    (line,) = spike_warnings(summary)
+    assert "student ce budget 300 seed 1: step 150 (10.4 after a best of 0.85)" in line
+    summary["teacher"]["loss_spikes"] = loss_spikes(curve)
+    assert len(spike_warnings(summary)) == 2 and "teacher" in spike_warnings(summary)[0]
+    assert spike_warnings({"teacher": {}, "methods": {}}) == []

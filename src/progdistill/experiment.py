@@ -24,7 +24,7 @@ from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
-from .trajectory import Phases, Trajectory, detect_phases
+from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
 
 
 METHOD: TypeAdapter = TypeAdapter(Method)
@@ -257,6 +257,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
         "teacher_checkpoints": sorted({seg["checkpoint"] for seg in record["supervision"]
                                        if seg["checkpoint"] is not None}),
         "schedule": schedule.state_dict(),
+        "loss_spikes": loss_spikes(curve),
     }
     if s.probe_final:
         probes = task.probes()
@@ -306,7 +307,8 @@ def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_
     never = budget * batch_size  # a run that never reaches the target counts as the whole budget ...
     stt = [r["samples_to_target"] if r["samples_to_target"] is not None else never for r in runs.values()]
     reached = sum(r["samples_to_target"] is not None for r in runs.values())
-    keys = ("final_accuracy", "samples_to_target", "steps_to_target", "teacher_checkpoints", "schedule", "probes")
+    keys = ("final_accuracy", "samples_to_target", "steps_to_target", "teacher_checkpoints", "schedule", "probes",
+            "loss_spikes")
     return {
         "seeds": {seed: {k: r[k] for k in keys if k in r} for seed, r in runs.items()},
         "median_final_accuracy": statistics.median(r["final_accuracy"] for r in runs.values()),
@@ -349,7 +351,8 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     summary = {
         "recipe": recipe.name, "target": recipe.report.target, "methods": methods, "sweep": sweep,
         "teacher": {"curve": trajectory.curve(), "checkpoints": trajectory.steps,
-                    "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice},
+                    "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice,
+                    "loss_spikes": loss_spikes(trajectory.curve())},
     }
     if (out / "probes" / "oracle.json").is_file():
         summary["oracle"] = read_json(out / "probes" / "oracle.json")

@@ -226,6 +226,25 @@ def monomial_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def spike_warnings(summary: dict[str, Any]) -> list[str]:
+    """Report lines naming the runs whose held-out loss spiked (see `trajectory.loss_spikes`)."""
+    def text(spikes: list[dict[str, Any]]) -> str:
+        return ", ".join(f"step {x['step']} ({x['loss']:.3g} after a best of {x['best_before']:.3g})" for x in spikes)
+
+    lines = []
+    if summary["teacher"].get("loss_spikes"):
+        lines.append(f"**Warning:** the teacher's held-out loss spiked above twice its best so far at "
+                     f"{text(summary['teacher']['loss_spikes'])}; its checkpoints after that may not be a "
+                     f"smooth trajectory (lower `teacher.optim.lr`).")
+    students = [f"{label} budget {budget} seed {seed}: {text(r['loss_spikes'])}"
+                for label, entry in summary["methods"].items() for budget, b in entry["budgets"].items()
+                for seed, r in b["seeds"].items() if r.get("loss_spikes")]
+    if students:
+        lines.append("**Warning:** held-out loss spiked above twice its best so far for student "
+                     + "; ".join(students) + " (lower `students.optim.lr`).")
+    return lines
+
+
 def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
     """Write out/report.md and out/plots/*.png from a finished run."""
     plots = out / "plots"
@@ -246,6 +265,7 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts.append(f"Detected phase transition ({p['metric']}): sharp drop from step {p['drop_start']} to "
                      f"{p['drop_end']}, middle at {p['middle']}; checkpoints before / middle / after: "
                      f"{teacher['auto_checkpoint']}.")
+    parts += spike_warnings(summary)
     oracle = summary.get("oracle")
     if oracle:
         parts.append(f"The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks): "

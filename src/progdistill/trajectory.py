@@ -107,6 +107,17 @@ class Phases:
                 "metric": self.metric}
 
 
+def loss_spikes(curve: list[dict[str, Any]], factor: float = 2.0) -> list[dict[str, Any]]:
+    """Evaluations whose held-out loss is above `factor` x the lowest loss before them: an unstable run
+    (too high a learning rate, say) that stayed finite, so training went on."""
+    spikes, best = [], float("inf")
+    for point in curve:
+        if point["loss"] > factor * best:
+            spikes.append({"step": point["step"], "loss": point["loss"], "best_before": best})
+        best = min(best, point["loss"])
+    return spikes
+
+
 def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: float = 0.05,
                   threshold: float = 0.25, skip: float = 0.05) -> Phases:
     """Find the steepest drop of `metric` (rise, for accuracy) in an eval curve.
