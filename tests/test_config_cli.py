@@ -63,6 +63,9 @@ def test_shipped_recipes_validate():
     ("students.kd.kind=reverse", "reverse KL needs tau > 0"),
     ("nonsense", "key=value"),
     ("device=gpu", "not a device progdistill runs on"),
+    ("students.steps=[]", "students.steps: List should have at least 1 item"),
+    ("students.steps=[100, 0]", "students.steps.1: Input should be greater than or equal to 1"),
+    ("students.seeds=[0, 0]", "seeds must be distinct"),
     ("precision=fp16", "precision: Input should be 'fp32' or 'bf16'"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):

@@ -60,7 +60,8 @@ class GrammarSpec(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> "GrammarSpec":
         if (self.path is None) == (self.generate is None):
-            raise ValueError("give exactly one of grammar.path and grammar.generate")
+            raise ValueError("give exactly one of grammar.path and grammar.generate (to use a file in a recipe "
+                             "that generates its grammar: task.grammar={path: FILE})")
         return self
 
 
@@ -234,7 +235,8 @@ class SweepSection(Strict):
 
 class StudentsSection(Strict):
     model: ModelConfig
-    steps: list[int] = Field(description="budget(s); each is a separate run with its own schedule")
+    steps: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="budget(s); each is a separate "
+                                                     "run with its own schedule")
     batch_size: int = Field(ge=1)
     optim: OptimSection = OptimSection()
     kd: KDSection = KDSection()
@@ -256,6 +258,10 @@ class StudentsSection(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "StudentsSection":
+        for key in ("steps", "seeds"):
+            values = getattr(self, key)
+            if len(set(values)) < len(values):
+                raise ValueError(f"{key} must be distinct, got {values}")
         labels = [m.display for m in self.methods]
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
