@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
 from .io import config_hash, environment_info, read_json, write_json, write_text
-from .models import build_model, count_parameters, resolve_architecture
+from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
@@ -122,6 +122,12 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajector
     """Train (or resume) the teacher, saving its trajectory under out/teacher."""
     t: TeacherSection = recipe.teacher
     done = finished_teacher(recipe, out)
+    if done is not None and t.path:
+        arch = done.meta(done.steps[-1]).get("model", {})
+        wrong = io_mismatches(arch, build_task(recipe.task).model_io())
+        if wrong:
+            raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task "
+                              f"({'; '.join(wrong)})")
     if done is not None:
         return done
     folder = out / "teacher"

@@ -47,7 +47,8 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("teacher step")
         ax.set_ylabel(name)
     ax2.set_yscale("log")
-    ax1.legend(fontsize=7)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7)
     fig.suptitle("Teacher trajectory")
     _save(fig, path)
 

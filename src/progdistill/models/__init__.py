@@ -31,6 +31,18 @@ def resolve_architecture(arch: dict[str, Any], io: dict[str, Any]) -> dict[str, 
     return resolved
 
 
+def io_mismatches(resolved: dict[str, Any], io: dict[str, Any]) -> list[str]:
+    """How a resolved architecture fails to fit a task's inputs and outputs (empty if it fits; a
+    longer position table than the task needs fits)."""
+    kind = resolved.get("type")
+    if kind not in _IO_KEYS:
+        return [f"unknown model type {kind!r}"]
+    if any(key not in io for key in _IO_KEYS[kind].values()):
+        return [f"a {kind!r} model does not fit this task's inputs"]
+    return [f"{arg} {resolved.get(arg)} (the task needs {io[key]})" for arg, key in _IO_KEYS[kind].items()
+            if not (resolved.get(arg) >= io[key] if arg == "seq_len" else resolved.get(arg) == io[key])]
+
+
 def build_model(resolved: dict[str, Any]) -> nn.Module:
     """Instantiate a model from resolved architecture arguments (see `resolve_architecture`)."""
     args = dict(resolved)
@@ -41,4 +53,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MLP", "GPTClassifier", "BertMLM", "GPTLM", "build_model", "resolve_architecture", "count_parameters"]
+__all__ = ["MLP", "GPTClassifier", "BertMLM", "GPTLM", "build_model", "resolve_architecture", "io_mismatches",
+           "count_parameters"]
