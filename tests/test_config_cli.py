@@ -195,3 +195,18 @@ def test_a_run_folder_of_an_older_version_is_the_same_recipe(tiny, tmp_path):
     (out / "run.json").write_text(json.dumps(run))
     with pytest.raises(RecipeError, match=r"students.seeds: \[7\] -> \[0, 1\]"):
         prepare_run(recipe, out)
+
+
+def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
+    from progdistill.experiment import sweep_best
+    from progdistill.trajectory import Phases
+
+    sweep = [{"checkpoint": t, "final_accuracies": accs, "median_final_accuracy": sorted(accs)[1]}
+             for t, accs in ((100, [0.60, 0.61, 0.62]), (200, [0.70, 0.66, 0.64]), (300, [0.69, 0.72, 0.70]),
+                             (400, [0.65, 0.66, 0.67]))]
+    phases = Phases(drop_start=150, drop_end=250, middle=200, metric="loss")
+    best = sweep_best(sweep, [0, 100, 200, 300, 400], phases, {"before": 100, "middle": 200, "after": 300})
+    assert best == {"checkpoint": 300, "median_final_accuracy": 0.70, "overlapping": [200],
+                    "phase": "after the drop", "auto": 200, "checkpoints_from_auto": 1}
+    assert sweep_best(sweep[:2], [0, 100, 200], None, None) == {
+        "checkpoint": 200, "median_final_accuracy": 0.66, "overlapping": []}

@@ -330,6 +330,24 @@ def samples_to_target_text(entry: dict[str, Any]) -> str:
     return ("≥ " if entry.get("median_samples_is_lower_bound") else "") + f"{entry['median_samples_to_target']:,}"
 
 
+def sweep_best(sweep: list[dict[str, Any]], saved: list[int], phases: Phases | None,
+               auto_choice: dict[str, int] | None) -> dict[str, Any]:
+    """The (2, T) sweep's best T (highest median), where it lies against the detected drop, how many saved
+    checkpoints `auto`'s choice is from it, and the other T whose best seed reaches its worst seed."""
+    best = max(sweep, key=lambda e: e["median_final_accuracy"])
+    t, floor = best["checkpoint"], min(best["final_accuracies"])
+    result: dict[str, Any] = {
+        "checkpoint": t, "median_final_accuracy": best["median_final_accuracy"],
+        "overlapping": [e["checkpoint"] for e in sweep if e is not best and max(e["final_accuracies"]) >= floor]}
+    if phases is not None:
+        result["phase"] = ("before the drop" if t < phases.drop_start else "after the drop"
+                           if t > phases.drop_end else "inside the drop")
+    if auto_choice is not None and t in saved:
+        result["auto"] = auto_choice["middle"]
+        result["checkpoints_from_auto"] = abs(saved.index(t) - saved.index(auto_choice["middle"]))
+    return result
+
+
 def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None) -> dict[str, Any]:
     """summary.json: per method, per budget, per seed results and medians; the (2, T) sweep; the teacher's
     curve, phases, the checkpoints before / in the middle of (auto's choice) / after its transition.
@@ -360,6 +378,8 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
                     "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice,
                     "loss_spikes": loss_spikes(trajectory.curve())},
     }
+    if sweep:
+        summary["sweep_best"] = sweep_best(sweep, trajectory.steps, phases, auto_choice)
     if (out / "probes" / "oracle.json").is_file():
         summary["oracle"] = read_json(out / "probes" / "oracle.json")
     probe_file = out / "probes" / "teacher_monomials.json"

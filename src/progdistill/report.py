@@ -201,8 +201,15 @@ def sweep_table(summary: dict[str, Any]) -> str:
         acc = min(curve, key=lambda p: abs(p["step"] - e["checkpoint"]))["accuracy"]
         a = e["final_accuracies"]
         lines.append(f"| {e['checkpoint']} | {acc:.3f} | {e['median_final_accuracy']:.4f} [{min(a):.4f}–{max(a):.4f}] |")
-    best = max(summary["sweep"], key=lambda e: e["median_final_accuracy"])
-    lines += ["", f"Best T: {best['checkpoint']}."]
+    best = summary["sweep_best"]
+    text = f"Best T: {best['checkpoint']}"
+    if "phase" in best:
+        p = summary["teacher"]["phases"]
+        text += f", {best['phase']} ({p['drop_start']}–{p['drop_end']})"
+    if "auto" in best:
+        text += f"; `auto` chose {best['auto']}, {best['checkpoints_from_auto']} saved checkpoint(s) from it"
+    overlapping = ", ".join(map(str, best["overlapping"])) or "none"
+    lines += ["", f"{text}. Other T whose best seed reaches the best T's worst seed: {overlapping}."]
     return "\n".join(lines)
 
 
