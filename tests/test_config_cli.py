@@ -66,6 +66,8 @@ def test_shipped_recipes_validate():
     ("students.steps=[]", "students.steps: List should have at least 1 item"),
     ("students.steps=[100, 0]", "students.steps.1: Input should be greater than or equal to 1"),
     ("students.seeds=[0, 0]", "seeds must be distinct"),
+    ("students.methods=[{nme: ce}]", "students.methods.0: needs a 'name' key$"),
+    ("students.methods=[{name:ce}]", "a space after each colon"),
     ("precision=fp16", "precision: Input should be 'fp32' or 'bf16'"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):
@@ -83,6 +85,12 @@ def test_overrides_and_unknown_recipe(tiny):
 def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
     assert main(["run", str(tiny), "--out", str(tmp_path / "x"), "teacher.bogus=1"]) == 2
     assert "teacher.bogus: unknown key" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["run", str(tiny), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["grammar", "sample", str(tiny), "-n", "-3"])
+    assert "must be a positive integer, got '-3'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has the device")

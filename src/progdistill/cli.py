@@ -14,6 +14,13 @@ _OVERRIDES = "key=value overrides of recipe entries, dotted paths, values in YAM
              "students.seeds=[0,1] students.methods.2.speed=2)"
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _out(args, recipe) -> Path:
     return Path(args.out) if args.out else Path("runs") / recipe.name
 
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("source", help="a grammar file, or generate:levels=3,symbols_per_level=3,"
                                       "rules_per_symbol=2,rhs_lengths=2/3,terminals=3,seed=0")
         p.add_argument("--truncate", type=int, help="make the symbols of this level pre-terminals")
-        p.add_argument("-n", type=int, default=10000 if name == "show" else 5, help="number of sentences")
+        p.add_argument("-n", type=_positive, default=10000 if name == "show" else 5, help="number of sentences")
         p.add_argument("--seed", type=int, default=0)
         if name == "sample":
             p.add_argument("--trees", action="store_true", help="also print each token's ancestor per level")
@@ -193,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("oracle", help=text, description=text)
     p.add_argument("recipe", help="a shipped recipe name or a YAML file (task.eval_size sets the sentences)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES)
-    p.add_argument("--ngram-sentences", type=int, default=0, metavar="N",
+    p.add_argument("--ngram-sentences", type=_positive, metavar="N",
                    help="also run the n-gram probe on the first N held-out sentences")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     p.set_defaults(fn=cmd_oracle)

@@ -399,6 +399,11 @@ def validate(raw: Any, source: str = "<recipe>") -> Recipe:
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-")))
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "union_tag_not_found":
+                tag = err["ctx"]["discriminator"].strip("'")
+                msg = f"needs a '{tag}' key"
+                if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
+                    msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
             lines.append(f"  {loc or '(top)'}: {msg}")
         raise RecipeError(f"{source}: invalid recipe\n" + "\n".join(lines)) from None
 

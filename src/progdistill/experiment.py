@@ -55,6 +55,8 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     (which fills in keys added since with their defaults), equals this one."""
     require_device(recipe.device)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"--out {out} is a file, not a run folder")
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
     run_file = out / "run.json"
