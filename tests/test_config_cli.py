@@ -68,11 +68,22 @@ def test_shipped_recipes_validate():
     ("students.seeds=[0, 0]", "seeds must be distinct"),
     ("students.methods=[{nme: ce}]", "students.methods.0: needs a 'name' key$"),
     ("students.methods=[{name:ce}]", "a space after each colon"),
+    ("probe.nonterminal={}", "probe.nonterminal: not available for task 'parity' \\(it has: \\['monomials'\\]\\)"),
+    ("students.probe_final=[ngram]", "students.probe_final: probe 'ngram' is not configured under probe:"),
     ("precision=fp16", "precision: Input should be 'fp32' or 'bf16'"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(str(tiny), [override])
+
+
+@pytest.mark.parametrize("recipe", ["parity-mlp-small", "pcfg-mlm-small", "pcfg-ar-small"])
+def test_probes_known_to_validation_are_the_tasks_own(recipe):
+    from progdistill.config import TASK_PROBES
+    from progdistill.tasks import build_task
+
+    r = load_recipe(recipe, ["task.eval_size=8"])
+    assert set(TASK_PROBES[r.task.name]) == set(build_task(r.task).probes())
 
 
 def test_overrides_and_unknown_recipe(tiny):

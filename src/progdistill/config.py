@@ -312,6 +312,9 @@ class ReportSection(Strict):
     target: float = Field(0.95, gt=0, le=1, description="accuracy for samples_to_target")
 
 
+TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",)}
+
+
 class Recipe(Strict):
     name: str = "experiment"
     description: str = ""
@@ -336,9 +339,16 @@ class Recipe(Strict):
         return value
 
     @model_validator(mode="after")
-    def _oracle_task(self) -> "Recipe":
-        if self.probe.oracle and self.task.name != "pcfg-mlm":
-            raise ValueError(f"probe.oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {self.task.name!r}")
+    def _probes_fit_task(self) -> "Recipe":
+        task, enabled = self.task.name, self.probe.enabled()
+        if self.probe.oracle and task != "pcfg-mlm":
+            raise ValueError(f"probe.oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {task!r}")
+        for name in enabled:
+            if name not in TASK_PROBES[task]:
+                raise ValueError(f"probe.{name}: not available for task {task!r} (it has: {list(TASK_PROBES[task])})")
+        for name in self.students.probe_final:
+            if name not in enabled:
+                raise ValueError(f"students.probe_final: probe {name!r} is not configured under probe:")
         return self
 
 

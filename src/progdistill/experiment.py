@@ -172,10 +172,7 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
     available = task.probes()
     steps = probe_steps(recipe, trajectory, phases)
     results: dict[str, Any] = {}
-    for name, options in recipe.probe.enabled().items():
-        if name not in available:
-            raise RecipeError(f"probe {name!r} is not available for task {recipe.task.name!r} "
-                              f"(it has: {sorted(available) or 'none'})")
+    for name, options in recipe.probe.enabled().items():  # available: checked when the recipe was validated
         file = out / "probes" / f"teacher_{name}.json"
         if file.is_file():
             results[name] = read_json(file)
@@ -268,12 +265,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
         "loss_spikes": loss_spikes(curve),
     }
     if s.probe_final:
-        probes = task.probes()
-        enabled = recipe.probe.enabled()
-        for name in s.probe_final:
-            if name not in probes or name not in enabled:
-                raise RecipeError(f"students.probe_final: probe {name!r} is not configured under probe: "
-                                  f"or not available for task {recipe.task.name!r}")
+        probes, enabled = task.probes(), recipe.probe.enabled()  # both checked when the recipe was validated
         result["probes"] = {name: probes[name](model, **enabled[name]) for name in s.probe_final}
     write_json(folder / "result.json", result)
     return result
