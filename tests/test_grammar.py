@@ -315,6 +315,13 @@ def test_exact_lengths_need_non_recursive_grammar() -> None:
         expected_length(g)
 
 
+def test_fast_sampler_refuses_a_grammar_that_is_not_layered() -> None:
+    g = parse_grammar("s -> 'a' s [0.5]\ns -> 'b' [0.5]\n")
+    with pytest.raises(GrammarError, match="needs a layered grammar, where every rule of a level-k symbol"):
+        sample_sentences(g, 4, seed=0)
+    assert len(sample_sentences_recursive(g, 4, seed=0)) == 4
+
+
 def test_length_stats() -> None:
     stats = length_stats(np.arange(1, 102))
     assert (stats.median, stats.p1, stats.p99, stats.mean) == (51.0, 2.0, 100.0, 51.0)

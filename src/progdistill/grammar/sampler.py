@@ -240,7 +240,9 @@ def _codes(values: list[np.ndarray], bits: list[int]) -> tuple[list[np.ndarray],
 def _plan(g: Grammar) -> _Plan:
     if not g.is_layered:
         raise GrammarError(
-            [f"the fast sampler needs a layered grammar (root '{g.root}' is not); use sample_sentences_recursive"]
+            [f"the fast sampler needs a layered grammar, where every rule of a level-k symbol produces only "
+             f"level-(k+1) symbols and the last level only terminals, as in the cfg3 family (root '{g.root}' "
+             f"is not); from Python, sample_sentences_recursive samples any grammar"]
         )
     cut = _cut_level(g)
     levels = []
