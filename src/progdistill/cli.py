@@ -15,10 +15,9 @@ _OVERRIDES = "key=value overrides of recipe entries, dotted paths, values in YAM
 
 
 def _positive(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else 0
-    if value < 1:
+    if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return int(text)
 
 
 def _out(args, recipe) -> Path:

@@ -366,11 +366,12 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     auto_choice = None
     if phases is not None:
         auto_choice = {ref: resolve_checkpoint(ref, trajectory.steps, phases) for ref in ("before", "middle", "after")}
+    curve = trajectory.curve()
     summary = {
         "recipe": recipe.name, "target": recipe.report.target, "methods": methods, "sweep": sweep,
-        "teacher": {"curve": trajectory.curve(), "checkpoints": trajectory.steps,
+        "teacher": {"curve": curve, "checkpoints": trajectory.steps,
                     "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice,
-                    "loss_spikes": loss_spikes(trajectory.curve())},
+                    "loss_spikes": loss_spikes(curve)},
     }
     if sweep:
         summary["sweep_best"] = sweep_best(sweep, trajectory.steps, phases, auto_choice)
