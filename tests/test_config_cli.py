@@ -133,6 +133,26 @@ def test_a_teacher_trained_for_another_task_is_refused(tiny, tmp_path, capsys):
     assert main(["run", str(tiny), "--out", str(tmp_path / "c"), teacher, *small]) == 0
 
 
+def test_probes_of_a_saved_teacher_are_reused_only_when_they_would_be_the_same(tiny, tmp_path, monkeypatch):
+    import progdistill.probes.monomials as monomials
+
+    calls = []
+    real = monomials.monomial_probe
+    monkeypatch.setattr(monomials, "monomial_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.methods=[one-shot]", "students.seeds=[0]"]
+    assert main(["probe", str(tiny), "--out", str(tmp_path / "a"), *small]) == 0
+    probed = len(calls)
+    assert probed > 0
+    source = (tmp_path / "a" / "probes" / "teacher_monomials.json").read_text()
+    teacher = f"teacher.path={tmp_path / 'a' / 'teacher'}"
+    assert main(["run", str(tiny), "--out", str(tmp_path / "b"), teacher, *small]) == 0
+    assert len(calls) == probed  # same task, probe and device: reused, not recomputed
+    assert (tmp_path / "b" / "probes" / "teacher_monomials.json").read_text() == source
+    assert main(["probe", str(tiny), "--out", str(tmp_path / "c"), teacher, "probe.monomials.samples=2048", *small]) == 0
+    assert len(calls) == 2 * probed  # other probe settings: recomputed
+    assert (tmp_path / "c" / "probes" / "teacher_monomials.json").read_text() != source
+
+
 def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0

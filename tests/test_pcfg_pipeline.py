@@ -96,3 +96,23 @@ def test_oracle_command(tmp_path, capsys):
     ar.write_text(TINY.format(name="pcfg-ar", model="gpt-lm", extra="level: 2", ngram=""))
     assert main(["oracle", str(ar)]) == 2
     assert "only task pcfg-mlm" in capsys.readouterr().err
+
+
+def test_a_saved_teachers_probes_and_oracle_are_reused(tmp_path, monkeypatch):
+    import progdistill.experiment as experiment
+    from progdistill.tasks.pcfg import PCFGMLMTask
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.format(name="pcfg-mlm", model="bert", extra="",
+                                  ngram="ngram: {sentences: 8, n_max: 2, positions: 2}\n  oracle: true"))
+    assert main(["probe", str(recipe), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(experiment, "score_oracle", fail)
+    monkeypatch.setattr(PCFGMLMTask, "probes", lambda self: {"ngram": fail, "nonterminal": fail})
+    teacher = f"teacher.path={tmp_path / 'a' / 'teacher'}"
+    assert main(["probe", str(recipe), "--out", str(tmp_path / "b"), teacher, "--quiet"]) == 0
+    for name in ("teacher_ngram.json", "teacher_nonterminal.json", "oracle.json"):
+        assert (tmp_path / "b" / "probes" / name).read_bytes() == (tmp_path / "a" / "probes" / name).read_bytes()

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from pydantic import TypeAdapter
 
 from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
-from .io import config_hash, environment_info, read_json, write_json, write_text
+from .io import CheckpointError, config_hash, environment_info, read_json, write_json, write_text
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
@@ -171,11 +171,17 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
     task = build_task(recipe.task, device=recipe.device)
     available = task.probes()
     steps = probe_steps(recipe, trajectory, phases)
+    source = source_probes(recipe)
     results: dict[str, Any] = {}
     for name, options in recipe.probe.enabled().items():  # available: checked when the recipe was validated
         file = out / "probes" / f"teacher_{name}.json"
         if file.is_file():
             results[name] = read_json(file)
+            continue
+        reused = _readable(source / file.name) if source else None
+        if isinstance(reused, list) and [row.get("step") for row in reused] == steps:
+            write_json(file, reused)
+            results[name] = reused
             continue
         rows = []
         for step in tqdm(steps, desc=f"probe {name}", disable=not progress, leave=False):
@@ -185,16 +191,44 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
         write_json(file, rows)
         results[name] = rows
     if recipe.probe.oracle:
-        results["oracle"] = probe_oracle(recipe, task, out)
+        results["oracle"] = probe_oracle(recipe, task, out, source)
     return results
 
 
-def probe_oracle(recipe: Recipe, task: Task, out: Path) -> dict[str, Any]:
+def source_probes(recipe: Recipe) -> Path | None:
+    """The probes/ folder of the run that trained `teacher.path`, if that run had the same task, probe
+    settings and device: its probe files are then what this run would compute, and are reused."""
+    if not recipe.teacher.path:
+        return None
+    teacher = Path(recipe.teacher.path).resolve()
+    previous = _readable(teacher.parent / "run.json")
+    if teacher.name != "teacher" or not isinstance(previous, dict):
+        return None
+    stored = _as_read_now(previous.get("config", {}))
+    ours = recipe.model_dump(mode="json")
+    if stored is None or stored["teacher"]["path"] or any(stored[k] != ours[k] for k in ("task", "probe", "device")):
+        return None
+    return teacher.parent / "probes"
+
+
+def _readable(path: Path) -> Any:
+    """The JSON content of `path`, or None if it is missing or unreadable."""
+    try:
+        return read_json(path)
+    except CheckpointError:
+        return None
+
+
+def probe_oracle(recipe: Recipe, task: Task, out: Path, source: Path | None = None) -> dict[str, Any]:
     """The task's Bayes-optimal predictor scored like a teacher checkpoint: held-out loss and accuracy,
-    and the n-gram probe if configured (out/probes/oracle.json)."""
+    and the n-gram probe if configured (out/probes/oracle.json; reused from `source` if there)."""
     file = out / "probes" / "oracle.json"
     if file.is_file():
         return read_json(file)
+    reused = _readable(source / file.name) if source else None
+    if isinstance(reused, dict):
+        write_json(file, reused)
+        return reused
     result = score_oracle(task, recipe.probe.ngram.model_dump() if recipe.probe.ngram else None)
     write_json(file, result)
     return result
