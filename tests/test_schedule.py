@@ -65,6 +65,9 @@ def test_fixed_schedules_and_two_shot():
     assert make_schedule({"name": "one-shot"}, SAVED, None).checkpoint(5) == 1000
     two = make_schedule({"name": "two-shot", "checkpoint": 480, "switch": 50}, SAVED, None)
     assert [two.checkpoint(t) for t in (0, 49, 50, 10_000)] == [500, 500, 1000, 1000]
+    assert resolve_checkpoint(1000, SAVED, None) == 1000
+    with pytest.raises(ValueError, match="past the teacher's last saved step"):
+        make_schedule({"name": "two-shot", "checkpoint": 1001, "switch": 50}, SAVED, None)
 
 
 def test_phase_references():

@@ -318,6 +318,12 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
                  progress: bool = True) -> list[dict[str, Any]]:
     """Every (method, budget, seed) student, in `recipe.workers` processes."""
     jobs = student_jobs(recipe, trajectory)
+    curve = trajectory.curve()
+    for method, budget in {(m.display, b): (m, b) for m, b, _ in jobs}.values():  # refuse a bad schedule up front
+        try:
+            make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
+        except ValueError as e:
+            raise RecipeError(f"students: method {method.display!r}: {e}") from None
     if recipe.workers == 1:
         bar = tqdm(jobs, desc="students", disable=not progress)
         return [train_student(recipe, out, trajectory, phases, m, b, seed, progress) for m, b, seed in bar]

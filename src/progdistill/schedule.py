@@ -34,7 +34,9 @@ def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None) 
     """A checkpoint given as a step (the nearest saved one) or relative to the teacher's phases:
     before (last saved before the drop), drop_start, middle, drop_end, after (first saved after it)."""
     if isinstance(ref, int):
-        return min(saved, key=lambda s: (abs(s - ref), s))
+        if ref > saved[-1]:
+            raise ValueError(f"checkpoint {ref} is past the teacher's last saved step ({saved[-1]})")
+        return _nearest(ref, saved)
     if ref == "final":
         return saved[-1]
     if phases is None:
@@ -46,8 +48,12 @@ def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None) 
         later = [s for s in saved if s > phases.drop_end]
         return later[0] if later else saved[-1]
     if ref in ("drop_start", "middle", "drop_end"):
-        return resolve_checkpoint(getattr(phases, ref), saved, None)
+        return _nearest(getattr(phases, ref), saved)
     raise ValueError(f"unknown checkpoint reference {ref!r}; use a step or one of {PHASE_REFERENCES}")
+
+
+def _nearest(step: int, saved: list[int]) -> int:
+    return min(saved, key=lambda s: (abs(s - step), s))
 
 
 class TeacherSchedule:
