@@ -55,6 +55,7 @@ def test_pcfg_pipeline_end_to_end(tmp_path, name, model, extra, ngram):
     assert len(levels) == 2 and all(0 <= lv["accuracy"] <= 1 for lv in levels)
     report = (out / "report.md").read_text()
     assert "## Non-terminal probe" in report and "## (2, T)-progressive sweep" in report
+    assert "| position alone (baseline) |" in report
     assert ("## Curriculum probe: n-gram reliance" in report) == (name == "pcfg-mlm")
     for png in ["teacher.png", "students.png", "sweep.png", "nonterminal.png"] + (["ngram.png"] if ngram else []):
         assert (out / "plots" / png).is_file()

@@ -4,7 +4,7 @@ from torch import nn
 
 from progdistill.models import BertMLM
 from progdistill.probes.ngram import base_inputs, ngram_inputs, ngram_probe, target_positions, tv_distance
-from progdistill.probes.nonterminal import nonterminal_probe
+from progdistill.probes.nonterminal import nonterminal_probe, position_baseline
 
 BOS, PAD, MASK, V = 3, 5, 6, 8
 
@@ -169,3 +169,21 @@ def test_nonterminal_probe_ignores_padding_and_is_seeded():
     wider_labels = torch.cat([labels, torch.full((len(tokens), 5, 2), -1)], 1)
     wider_tokens = torch.cat([tokens, tokens[:, :5]], 1)
     assert run_probe(wider_tokens, wider_labels, changed, seed=5) == first
+
+
+def test_position_baseline_is_what_position_alone_predicts():
+    gen = torch.Generator().manual_seed(0)
+    n, t = 200, 10
+    by_position = torch.stack([torch.arange(t) % 3, torch.randint(0, 4, (t,), generator=gen)], -1)
+    labels = by_position.expand(n, t, 2).clone()
+    labels[:, 0] = -1  # BOS
+    labels[150:, :, 1] = torch.randint(0, 4, (50, t), generator=gen)  # level 2 of the test set: random
+    labels[150:, 0] = -1
+    exact, random = position_baseline(labels[:150], labels[150:], NUM_CLASSES)
+    assert exact == 1.0 and abs(random - 0.25) < 0.06
+    shorter, _ = position_baseline(labels[:150, :8], labels[150:], NUM_CLASSES)  # positions 8, 9 never seen
+    assert shorter == 7 / 9
+    tokens, labels, features, _ = probe_data(linear=True)
+    out = run_probe(tokens, labels, features)
+    assert all(abs(e["position_baseline"] - 1 / c) < 0.12 for e, c in zip(out["levels"], NUM_CLASSES))
+    assert out["mean_position_baseline"] == sum(e["position_baseline"] for e in out["levels"]) / 2

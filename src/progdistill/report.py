@@ -143,9 +143,12 @@ def ngram_table(rows: list[dict[str, Any]], oracle: dict[str, Any] | None = None
 def plot_nonterminal(rows: list[dict[str, Any]], phases: dict[str, Any] | None, path: Path) -> None:
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for level in range(len(rows[0]["result"]["levels"])):
-        ax.plot(steps, [r["result"]["levels"][level]["accuracy"] for r in rows], marker=".",
-                label=f"level {level + 1}")
+    for level, first in enumerate(rows[0]["result"]["levels"]):
+        line, = ax.plot(steps, [r["result"]["levels"][level]["accuracy"] for r in rows], marker=".",
+                        label=f"level {level + 1}")
+        if first.get("position_baseline") is not None:
+            ax.axhline(first["position_baseline"], color=line.get_color(), linestyle=":", linewidth=1,
+                       label=f"level {level + 1}, position alone")
     _shade_phases(ax, phases)
     ax.set_xlabel("teacher step")
     ax.set_ylabel("probe accuracy (held-out)")
@@ -164,6 +167,10 @@ def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> st
         return f"| {name} | " + " | ".join(f"{a:.3f}" for a in per_level) + \
             f" | {np.mean([r['mean_accuracy'] for r in results]):.3f} |"
 
+    baseline = [lv.get("position_baseline") for lv in rows[0]["result"]["levels"]]
+    if None not in baseline:  # a property of the probe's sentences, the same for every model
+        lines.append("| position alone (baseline) | " + " | ".join(f"{a:.3f}" for a in baseline) +
+                     f" | {np.mean(baseline):.3f} |")
     for r in rows:
         lines.append(row(f"teacher step {r['step']}", [r["result"]]))
     for label, entry in summary["methods"].items():
@@ -309,7 +316,8 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         rows = read_json(probe_file)
         plot_nonterminal(rows, teacher["phases"], plots / "nonterminal.png")
         parts += ["## Non-terminal probe", "", "Linear probe accuracy for each token's ancestor non-terminal at "
-                  "each level of the parse tree (held-out sentences, padding excluded).", "",
+                  "each level of the parse tree (held-out sentences, padding excluded); the baseline predicts "
+                  "it from the token's position alone.", "",
                   nonterminal_table(rows, summary), "", "![nonterminal](plots/nonterminal.png)", ""]
     if summary["methods"]:
         plot_students(recipe, out, summary, plots / "students.png")

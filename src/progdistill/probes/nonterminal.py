@@ -74,6 +74,22 @@ def _accuracy(correct: torch.Tensor, where: torch.Tensor) -> float | None:
     return float(correct[where].sum()) / count if count else None
 
 
+def position_baseline(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: list[int]) -> list[float | None]:
+    """Per level, the held-out accuracy of predicting each token's ancestor from its position alone (the
+    train set's most common label at that position): what a probe gets from positional information."""
+    length, levels = train_labels.shape[1], train_labels.shape[2]
+    counts = torch.zeros(length, levels, max(num_classes) + 1, dtype=torch.long)
+    labels = train_labels.cpu().long()
+    index = (labels + 1).clamp(min=0)  # -1 (no label) counts in a column dropped below
+    counts.scatter_add_(2, index.permute(1, 2, 0), torch.ones_like(index.permute(1, 2, 0)))
+    table = counts[:, :, 1:].argmax(-1)  # [T, D] most common label per position and level
+    test = test_labels.cpu().long()
+    if test.shape[1] > length:  # positions never seen in training: no prediction
+        table = torch.cat([table, table.new_full((test.shape[1] - length, levels), -2)])
+    correct = test == table[:test.shape[1]].unsqueeze(0)
+    return [_accuracy(correct[..., level], test[..., level] >= 0) for level in range(levels)]
+
+
 def nonterminal_probe(model: nn.Module, train_tokens: torch.Tensor, train_labels: torch.Tensor,
                       test_tokens: torch.Tensor, test_labels: torch.Tensor, num_classes: list[int],
                       test_boundaries: torch.Tensor | None = None, steps: int = 300, lr: float = 1e-2,
@@ -91,6 +107,7 @@ def nonterminal_probe(model: nn.Module, train_tokens: torch.Tensor, train_labels
     boundaries = None if test_boundaries is None else test_boundaries.to(device)[test_keep]
     with torch.no_grad():
         parts = probe(test_x).split(num_classes, -1)
+    by_position = position_baseline(train_labels, test_labels, num_classes)
     levels = []
     for level, part in enumerate(parts):
         target, has = test_y[:, level], test_y[:, level] >= 0
@@ -105,6 +122,12 @@ def nonterminal_probe(model: nn.Module, train_tokens: torch.Tensor, train_labels
             "count": int(has.sum()),
             "boundary_count": None if at_boundary is None else int(at_boundary.sum()),
             "majority_baseline": _accuracy(target == majority, has),
+            "position_baseline": by_position[level],
         })
-    scored = [entry["accuracy"] for entry in levels if entry["accuracy"] is not None]
-    return {"levels": levels, "mean_accuracy": sum(scored) / len(scored) if scored else None}
+    return {"levels": levels, "mean_accuracy": _mean([entry["accuracy"] for entry in levels]),
+            "mean_position_baseline": _mean(by_position)}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
