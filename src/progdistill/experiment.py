@@ -10,7 +10,7 @@ import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -175,13 +175,9 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
     results: dict[str, Any] = {}
     for name, options in recipe.probe.enabled().items():  # available: checked when the recipe was validated
         file = out / "probes" / f"teacher_{name}.json"
-        if file.is_file():
-            results[name] = read_json(file)
-            continue
-        reused = _readable(source / file.name) if source else None
-        if isinstance(reused, list) and [row.get("step") for row in reused] == steps:
-            write_json(file, reused)
-            results[name] = reused
+        done = _done_or_reused(file, source, lambda rows: [row.get("step") for row in rows] == steps, list)
+        if done is not None:
+            results[name] = done
             continue
         rows = []
         for step in tqdm(steps, desc=f"probe {name}", disable=not progress, leave=False):
@@ -219,16 +215,25 @@ def _readable(path: Path) -> Any:
         return None
 
 
+def _done_or_reused(file: Path, source: Path | None, fits: Callable[[Any], bool], kind: type) -> Any:
+    """The content of `file` if this run wrote it; else that of the same file under `source` if it is a
+    `kind` that `fits` (copied into this run); else None (to be computed)."""
+    if file.is_file():
+        return read_json(file)
+    reused = _readable(source / file.name) if source else None
+    if isinstance(reused, kind) and fits(reused):
+        write_json(file, reused)
+        return reused
+    return None
+
+
 def probe_oracle(recipe: Recipe, task: Task, out: Path, source: Path | None = None) -> dict[str, Any]:
     """The task's Bayes-optimal predictor scored like a teacher checkpoint: held-out loss and accuracy,
     and the n-gram probe if configured (out/probes/oracle.json; reused from `source` if there)."""
     file = out / "probes" / "oracle.json"
-    if file.is_file():
-        return read_json(file)
-    reused = _readable(source / file.name) if source else None
-    if isinstance(reused, dict):
-        write_json(file, reused)
-        return reused
+    done = _done_or_reused(file, source, lambda result: True, dict)
+    if done is not None:
+        return done
     result = score_oracle(task, recipe.probe.ngram.model_dump() if recipe.probe.ngram else None)
     write_json(file, result)
     return result
