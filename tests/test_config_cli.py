@@ -249,12 +249,18 @@ def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
     from progdistill.experiment import sweep_best
     from progdistill.trajectory import Phases
 
-    sweep = [{"checkpoint": t, "final_accuracies": accs, "median_final_accuracy": sorted(accs)[1]}
+    sweep = [{"checkpoint": t, "seeds": [0, 1, 2], "final_accuracies": accs, "median_final_accuracy": sorted(accs)[1]}
              for t, accs in ((100, [0.60, 0.61, 0.62]), (200, [0.70, 0.66, 0.64]), (300, [0.69, 0.72, 0.70]),
                              (400, [0.65, 0.66, 0.67]))]
     phases = Phases(drop_start=150, drop_end=250, middle=200, metric="loss")
     best = sweep_best(sweep, [0, 100, 200, 300, 400], phases, {"before": 100, "middle": 200, "after": 300})
-    assert best == {"checkpoint": 300, "median_final_accuracy": 0.70, "overlapping": [200],
-                    "phase": "after the drop", "auto": 200, "checkpoints_from_auto": 1}
+    assert best == {"checkpoint": 300, "median_final_accuracy": 0.70, "best_on_seeds": 2, "seeds_compared": 3,
+                    "overlapping": [200], "phase": "after the drop",
+                    "best_inside_drop": {"checkpoint": 200, "median_final_accuracy": 0.66},
+                    "auto": 200, "checkpoints_from_auto": 1}
     assert sweep_best(sweep[:2], [0, 100, 200], None, None) == {
-        "checkpoint": 200, "median_final_accuracy": 0.66, "overlapping": []}
+        "checkpoint": 200, "median_final_accuracy": 0.66, "best_on_seeds": 3, "seeds_compared": 3,
+        "overlapping": []}
+    sweep[3]["seeds"], sweep[3]["final_accuracies"] = [2, 3], [0.80, 0.50]  # seed 2 is the only common one
+    best = sweep_best(sweep, [0, 100, 200, 300, 400], phases, None)
+    assert (best["checkpoint"], best["best_on_seeds"], best["seeds_compared"]) == (300, 0, 1)

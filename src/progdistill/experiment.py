@@ -371,16 +371,26 @@ def samples_to_target_text(entry: dict[str, Any]) -> str:
 
 def sweep_best(sweep: list[dict[str, Any]], saved: list[int], phases: Phases | None,
                auto_choice: dict[str, int] | None) -> dict[str, Any]:
-    """The (2, T) sweep's best T (highest median), where it lies against the detected drop, how many saved
-    checkpoints `auto`'s choice is from it, and the other T whose best seed reaches its worst seed."""
+    """The (2, T) sweep's best T (highest median): on how many of the seeds every T ran it is the best T,
+    where it lies against the detected drop, the best T inside the drop, how many saved checkpoints
+    `auto`'s choice is from it, and the other T whose best seed reaches its worst seed."""
     best = max(sweep, key=lambda e: e["median_final_accuracy"])
     t, floor = best["checkpoint"], min(best["final_accuracies"])
+    by_seed = [dict(zip(e["seeds"], e["final_accuracies"])) for e in sweep]
+    common = set.intersection(*(set(accs) for accs in by_seed))
+    winners = [max(range(len(sweep)), key=lambda i: by_seed[i][seed]) for seed in common]
     result: dict[str, Any] = {
         "checkpoint": t, "median_final_accuracy": best["median_final_accuracy"],
+        "best_on_seeds": sum(sweep[i] is best for i in winners), "seeds_compared": len(common),
         "overlapping": [e["checkpoint"] for e in sweep if e is not best and max(e["final_accuracies"]) >= floor]}
     if phases is not None:
         result["phase"] = ("before the drop" if t < phases.drop_start else "after the drop"
                            if t > phases.drop_end else "inside the drop")
+        inside = [e for e in sweep if phases.drop_start <= e["checkpoint"] <= phases.drop_end]
+        if inside:
+            top = max(inside, key=lambda e: e["median_final_accuracy"])
+            result["best_inside_drop"] = {"checkpoint": top["checkpoint"],
+                                          "median_final_accuracy": top["median_final_accuracy"]}
     if auto_choice is not None and t in saved:
         result["auto"] = auto_choice["middle"]
         result["checkpoints_from_auto"] = abs(saved.index(t) - saved.index(auto_choice["middle"]))
@@ -406,6 +416,7 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
             if entry is None:
                 continue
             sweep.append({"checkpoint": m.checkpoint, "switch": m.switch, "budget": budget,
+                          "seeds": [int(seed) for seed in entry["seeds"]],
                           "final_accuracies": [r["final_accuracy"] for r in entry["seeds"].values()],
                           "median_final_accuracy": entry["median_final_accuracy"]})
     auto_choice = None

@@ -210,11 +210,16 @@ def sweep_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {e['checkpoint']} | {acc:.3f} | {e['median_final_accuracy']:.4f} [{min(a):.4f}–{max(a):.4f}] |")
     best = summary["sweep_best"]
     text = f"Best T: {best['checkpoint']}"
+    if best.get("seeds_compared", 0) > 1:
+        text += f" (the best T on {best['best_on_seeds']} of {best['seeds_compared']} seeds)"
     if "phase" in best:
         p = summary["teacher"]["phases"]
         text += f", {best['phase']} ({p['drop_start']}–{p['drop_end']})"
     if "auto" in best:
         text += f"; `auto` chose {best['auto']}, {best['checkpoints_from_auto']} saved checkpoint(s) from it"
+    inside = best.get("best_inside_drop")
+    if inside and inside["checkpoint"] != best["checkpoint"]:
+        text += f"; the best T inside the drop is {inside['checkpoint']} ({inside['median_final_accuracy']:.4f})"
     overlapping = ", ".join(map(str, best["overlapping"])) or "none"
     lines += ["", f"{text}. Other T whose best seed reaches the best T's worst seed: {overlapping}."]
     return "\n".join(lines)
