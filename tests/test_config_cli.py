@@ -245,6 +245,41 @@ def test_a_run_folder_of_an_older_version_is_the_same_recipe(tiny, tmp_path):
         prepare_run(recipe, out)
 
 
+@pytest.mark.parametrize("overrides, grows", [
+    (["students.seeds=[0, 1, 2]", "students.steps=[300, 400]"], True),
+    (["students.methods=[ce, one-shot, progressive, {name: two-shot, checkpoint: middle, switch: 100}, adaptive, "
+      "auto, {name: progressive, speed: 0.5, label: slow}]"], True),
+    (["students.sweep={switch: 100, seeds: [0]}"], True),  # a sweep added
+    (["students.seeds=[1, 2]"], False),  # seed 0's students would no longer be described
+    (["students.methods.3.switch=150"], False),  # the two-shot students in the folder used 100
+    (["students.optim.lr=0.2"], False),
+    (["teacher.steps=700"], False),
+])
+def test_a_run_folder_accepts_a_config_that_only_adds_students(tiny, tmp_path, overrides, grows):
+    from progdistill.experiment import prepare_run
+
+    out = prepare_run(load_recipe(str(tiny)), tmp_path / "run")
+    if grows:
+        prepare_run(load_recipe(str(tiny), overrides), out)
+        assert json.loads((out / "run.json").read_text())["config"] == load_recipe(str(tiny), overrides).model_dump(mode="json")
+    else:
+        with pytest.raises(RecipeError, match="different config"):
+            prepare_run(load_recipe(str(tiny), overrides), out)
+
+
+def test_a_sweep_grows_only_by_seeds_and_checkpoints(tiny, tmp_path):
+    from progdistill.experiment import prepare_run
+
+    sweep = "students.sweep={switch: 100, budget: 300, seeds: [0], checkpoints: [100, 200]}"
+    out = prepare_run(load_recipe(str(tiny), [sweep]), tmp_path / "run")
+    for grown in ("{switch: 100, budget: 300, seeds: [0, 1], checkpoints: [100, 150, 200]}",
+                  "{switch: 100, seeds: [0, 1]}"):  # every saved checkpoint; budget defaults to the first, 300
+        prepare_run(load_recipe(str(tiny), [f"students.sweep={grown}"]), out)
+    for changed in ("{switch: 150, seeds: [0, 1]}", "{switch: 100, budget: 200, seeds: [0, 1]}", sweep[15:], "null"):
+        with pytest.raises(RecipeError, match="different config"):
+            prepare_run(load_recipe(str(tiny), [f"students.sweep={changed}"]), out)
+
+
 def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
     from progdistill.experiment import sweep_best
     from progdistill.trajectory import Phases

@@ -51,8 +51,9 @@ def require_device(device: str) -> None:
 
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     """Check the device, create the run folder and write run.json; refuse a folder that holds a different
-    recipe. A folder written by an older version is the same recipe if its config, read by this version
-    (which fills in keys added since with their defaults), equals this one."""
+    recipe, unless this one only adds students to it (`grows`). A folder written by an older version is the
+    same recipe if its config, read by this version (which fills in keys added since with their defaults),
+    equals this one."""
     require_device(recipe.device)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -63,13 +64,40 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     previous = read_json(run_file) if run_file.is_file() else {"config_hash": digest}
     if previous.get("config_hash") != digest:
         stored = _as_read_now(previous.get("config", {})) or _experiment(previous.get("config", {}))
-        if stored != _experiment(resolved):
+        if stored != _experiment(resolved) and not grows(stored, _experiment(resolved)):
             changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
     write_json(run_file, {"config_hash": digest, "config": resolved, "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
     return out
+
+
+def grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether `new` only adds students to `old` (seeds, budgets, methods, sweep checkpoints or seeds),
+    so that every student already in a run folder of `old` is one that `new` would train, unchanged."""
+    def rest(config: dict[str, Any]) -> dict[str, Any]:
+        students = {k: v for k, v in config["students"].items() if k not in ("seeds", "steps", "methods", "sweep")}
+        return {**config, "students": students}
+
+    def sweep(students: dict[str, Any]) -> dict[str, Any] | None:
+        s = students.get("sweep")
+        return None if s is None else {"switch": s["switch"], "budget": s["budget"] or students["steps"][0],
+                                       "seeds": set(s["seeds"] or students["seeds"]), "checkpoints": s["checkpoints"]}
+
+    if rest(old) != rest(new):
+        return False
+    a, b = old["students"], new["students"]
+    methods = {m.get("label") or m["name"]: m for m in b["methods"]}
+    if not (set(a["seeds"]) <= set(b["seeds"]) and set(a["steps"]) <= set(b["steps"])
+            and all(methods.get(m.get("label") or m["name"]) == m for m in a["methods"])):
+        return False
+    before, after = sweep(a), sweep(b)
+    if before is None:
+        return True
+    return (after is not None and (before["switch"], before["budget"]) == (after["switch"], after["budget"])
+            and before["seeds"] <= after["seeds"]
+            and (after["checkpoints"] is None or set(before["checkpoints"] or [None]) <= set(after["checkpoints"])))
 
 
 def _experiment(config: dict[str, Any]) -> dict[str, Any]:
