@@ -192,6 +192,15 @@ def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     assert main(["run", str(tiny), "--out", str(out), "--quiet", "students.seeds=[5]"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "students.seeds: [0, 1] -> [5]" in err
+    # one that only adds a method grows the run: the students already there are kept as they are
+    kept = (out / "students/ce/budget-300/seed-0/result.json").stat().st_mtime_ns
+    methods = "students.methods=[ce, one-shot, progressive, {name: two-shot, checkpoint: middle, switch: 100}, " \
+              "adaptive, auto, {name: two-shot, checkpoint: before, switch: 100, label: early}]"
+    assert main(["run", str(tiny), "--out", str(out), "--quiet", methods]) == 0
+    assert (out / "students/ce/budget-300/seed-0/result.json").stat().st_mtime_ns == kept  # not trained again
+    grown = json.loads((out / "summary.json").read_text())
+    assert set(grown["methods"]["early"]["budgets"]["300"]["seeds"]) == {"0", "1"}
+    assert grown["methods"]["ce"] == json.loads(before)["methods"]["ce"]
 
 
 def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("recipe", help="a shipped recipe name (see `progdistill recipes`) or a YAML file")
         p.add_argument("overrides", nargs="*", help=_OVERRIDES)
-        p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there")
+        p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there, "
+                       "and a config that only adds seeds, budgets or methods grows it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(fn=fn)
         return p
