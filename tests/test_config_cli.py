@@ -252,6 +252,9 @@ def test_a_run_folder_of_an_older_version_is_the_same_recipe(tiny, tmp_path):
     (out / "run.json").write_text(json.dumps(run))
     with pytest.raises(RecipeError, match=r"students.seeds: \[7\] -> \[0, 1\]"):
         prepare_run(recipe, out)
+    (out / "run.json").write_text(json.dumps({"config_hash": "x", "config": {"name": "tiny"}}))
+    with pytest.raises(RecipeError, match=r"different config .*students: '\(absent\)' -> "):
+        prepare_run(recipe, out)  # a config this version cannot read is never grown from
 
 
 @pytest.mark.parametrize("overrides, grows", [

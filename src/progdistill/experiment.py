@@ -63,8 +63,9 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     run_file = out / "run.json"
     previous = read_json(run_file) if run_file.is_file() else {"config_hash": digest}
     if previous.get("config_hash") != digest:
-        stored = _as_read_now(previous.get("config", {})) or _experiment(previous.get("config", {}))
-        if stored != _experiment(resolved) and not grows(stored, _experiment(resolved)):
+        readable = _as_read_now(previous.get("config", {}))
+        stored = readable or _experiment(previous.get("config", {}))
+        if stored != _experiment(resolved) and not (readable and grows(readable, _experiment(resolved))):
             changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
