@@ -201,13 +201,15 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> None:
 
 
 def sweep_table(summary: dict[str, Any]) -> str:
-    lines = ["| checkpoint T | teacher accuracy at T | student final accuracy, median [min–max] |",
-             "| --- | --- | --- |"]
+    lines = ["| checkpoint T | teacher accuracy at T | student final accuracy, median [min–max] | mean ± s.e. |",
+             "| --- | --- | --- | --- |"]
     curve = summary["teacher"]["curve"]
     for e in summary["sweep"]:
         acc = min(curve, key=lambda p: abs(p["step"] - e["checkpoint"]))["accuracy"]
         a = e["final_accuracies"]
-        lines.append(f"| {e['checkpoint']} | {acc:.3f} | {e['median_final_accuracy']:.4f} [{min(a):.4f}–{max(a):.4f}] |")
+        error = f" ± {np.std(a, ddof=1) / np.sqrt(len(a)):.4f}" if len(a) > 1 else ""
+        lines.append(f"| {e['checkpoint']} | {acc:.3f} | {e['median_final_accuracy']:.4f} [{min(a):.4f}–{max(a):.4f}] "
+                     f"| {np.mean(a):.4f}{error} |")
     best = summary["sweep_best"]
     text = f"Best T: {best['checkpoint']}"
     if best.get("seeds_compared", 0) > 1:
