@@ -86,19 +86,24 @@ def grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
         return None if s is None else {"switch": s["switch"], "budget": s["budget"] or students["steps"][0],
                                        "seeds": set(s["seeds"] or students["seeds"]), "checkpoints": s["checkpoints"]}
 
+    def by_label(students: dict[str, Any]) -> dict[str, Any]:
+        return {m.get("label") or m["name"]: m for m in students["methods"]}
+
     if rest(old) != rest(new):
         return False
     a, b = old["students"], new["students"]
-    methods = {m.get("label") or m["name"]: m for m in b["methods"]}
+    kept = by_label(b)
     if not (set(a["seeds"]) <= set(b["seeds"]) and set(a["steps"]) <= set(b["steps"])
-            and all(methods.get(m.get("label") or m["name"]) == m for m in a["methods"])):
+            and all(kept.get(label) == m for label, m in by_label(a).items())):
         return False
     before, after = sweep(a), sweep(b)
     if before is None:
         return True
-    return (after is not None and (before["switch"], before["budget"]) == (after["switch"], after["budget"])
-            and before["seeds"] <= after["seeds"]
-            and (after["checkpoints"] is None or set(before["checkpoints"] or [None]) <= set(after["checkpoints"])))
+    if after is None or (before["switch"], before["budget"]) != (after["switch"], after["budget"]):
+        return False
+    every_saved = after["checkpoints"] is None  # None: every saved checkpoint, a superset of any list
+    return before["seeds"] <= after["seeds"] and (every_saved or (
+        before["checkpoints"] is not None and set(before["checkpoints"]) <= set(after["checkpoints"])))
 
 
 def _experiment(config: dict[str, Any]) -> dict[str, Any]:
@@ -405,12 +410,12 @@ def sweep_best(sweep: list[dict[str, Any]], saved: list[int], phases: Phases | N
     `auto`'s choice is from it, and the other T whose best seed reaches its worst seed."""
     best = max(sweep, key=lambda e: e["median_final_accuracy"])
     t, floor = best["checkpoint"], min(best["final_accuracies"])
-    by_seed = [dict(zip(e["seeds"], e["final_accuracies"])) for e in sweep]
-    common = set.intersection(*(set(accs) for accs in by_seed))
-    winners = [max(range(len(sweep)), key=lambda i: by_seed[i][seed]) for seed in common]
+    by_seed = [dict(zip(e["seeds"], e["final_accuracies"])) for e in sweep]  # per T: seed -> accuracy
+    common = set.intersection(*(set(accuracies) for accuracies in by_seed))
+    wins = sum(max(range(len(sweep)), key=lambda i: by_seed[i][seed]) == sweep.index(best) for seed in common)
     result: dict[str, Any] = {
         "checkpoint": t, "median_final_accuracy": best["median_final_accuracy"],
-        "best_on_seeds": sum(sweep[i] is best for i in winners), "seeds_compared": len(common),
+        "best_on_seeds": wins, "seeds_compared": len(common),
         "overlapping": [e["checkpoint"] for e in sweep if e is not best and max(e["final_accuracies"]) >= floor]}
     if phases is not None:
         result["phase"] = ("before the drop" if t < phases.drop_start else "after the drop"
