@@ -124,13 +124,16 @@ def test_precision_reaches_teacher_and_students(tiny, tmp_path):
         assert [p["loss"] for p in fp32] != [p["loss"] for p in bf16]
 
 
-def test_a_teacher_trained_for_another_task_is_refused(tiny, tmp_path, capsys):
+def test_a_teacher_trained_for_another_task_or_interrupted_is_refused(tiny, tmp_path, capsys):
     small = ["--quiet", "teacher.steps=50", "students.steps=20", "students.methods=[one-shot]", "students.seeds=[0]"]
     assert main(["teacher", str(tiny), "--out", str(tmp_path / "a"), *small]) == 0
     teacher = f"teacher.path={tmp_path / 'a' / 'teacher'}"
     assert main(["run", str(tiny), "--out", str(tmp_path / "b"), teacher, "task.d=10", *small]) == 2
     assert "not trained for this task (input_dim 12 (the task needs 10))" in capsys.readouterr().err
     assert main(["run", str(tiny), "--out", str(tmp_path / "c"), teacher, *small]) == 0
+    (tmp_path / "a" / "teacher" / "state").mkdir()  # what an interrupted teacher training leaves
+    assert main(["run", str(tiny), "--out", str(tmp_path / "d"), teacher, *small]) == 2
+    assert "this teacher's training was interrupted" in capsys.readouterr().err
 
 
 def test_probes_of_a_saved_teacher_are_reused_only_when_they_would_be_the_same(tiny, tmp_path, monkeypatch):

@@ -82,6 +82,15 @@ def test_bad_grammar_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "bad.txt:1" in err and "undefined" in err
+    assert not (tmp_path / "run").exists()  # so the same --out takes the corrected recipe
+    good = tmp_path / "good.txt"
+    good.write_text("s -> a b\na -> 'a'\nb -> 'b' 'a'\n")
+    fixed = ["teacher", str(recipe), "--out", str(tmp_path / "run"), "--quiet", f"task.grammar.path={good}",
+             "teacher.steps=20"]
+    assert main(fixed) == 0
+    good.write_text("s -> a b\na -> 'a'\nb -> 'a' 'b'\n")  # same path, another grammar: not the same run
+    assert main(fixed) == 2
+    assert "another version of the grammar file" in capsys.readouterr().err
 
 
 def test_oracle_command(tmp_path, capsys):

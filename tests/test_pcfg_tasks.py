@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from progdistill.grammar import generate_grammar, load_grammar, sample_sentences, truncate_grammar
+from progdistill.grammar import (GrammarError, generate_grammar, load_grammar, parse_grammar, sample_sentences,
+                                 truncate_grammar)
 from progdistill.models import BertMLM, GPTLM
 from progdistill.tasks.base import IGNORE
 from progdistill.tasks.pcfg import PCFGARTask, PCFGMLMTask, default_max_len, grammar_from_spec
@@ -64,6 +65,18 @@ def test_default_max_len_covers_all_but_a_tiny_tail():
     cut = default_max_len(DEEP)
     assert float((lengths > cut).float().mean()) < 3e-3
     assert float((lengths > cut - 8).float().mean()) > 1e-3
+
+
+def test_a_grammar_of_too_long_sentences_is_refused_quickly():
+    huge = generate_grammar(levels=20, rhs_lengths=[3], seed=0)  # 3**21 tokens a sentence
+    with pytest.raises(GrammarError, match="too long .mean 10460353203 tokens; the limit is 8192"):
+        default_max_len(huge)
+
+
+def test_nonterminal_probe_needs_levels_below_the_root():
+    flat = PCFGMLMTask(parse_grammar("s -> 'a' 'b'\ns -> 'b' 'a'\n"), eval_size=8)
+    with pytest.raises(ValueError, match="non-terminals below the root"):
+        flat.probes()["nonterminal"](bert(flat))
 
 
 def test_grammar_from_spec(tmp_path):

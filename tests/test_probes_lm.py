@@ -183,6 +183,10 @@ def test_position_baseline_is_what_position_alone_predicts():
     assert exact == 1.0 and abs(random - 0.25) < 0.06
     shorter, _ = position_baseline(labels[:150, :8], labels[150:], NUM_CLASSES)  # positions 8, 9 never seen
     assert shorter == 7 / 9
+    unlabelled = labels[:150].clone()
+    unlabelled[:, 3:5, 0] = -1  # positions 3 and 4 never labelled in training (as at span ends only)
+    level_1, _ = position_baseline(unlabelled, labels[150:], NUM_CLASSES)
+    assert level_1 == 7 / 9  # no guess there, not label 0 (which would be right at position 3)
     tokens, labels, features, _ = probe_data(linear=True)
     out = run_probe(tokens, labels, features)
     assert all(abs(e["position_baseline"] - 1 / c) < 0.12 for e, c in zip(out["levels"], NUM_CLASSES))

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from progdistill.io import CheckpointError, read_json
+from progdistill.io import CheckpointError, read_json, save_tensors
 from progdistill.models import build_model
 from progdistill.schedule import make_schedule
 from progdistill.tasks import ParityTask
@@ -60,8 +60,12 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
     full = train(full_model, task, cfg, tmp_path / "full", {"model": ARCH}, progress=False)
     part_model = fresh()
     train(part_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False, stop_at=50)
-    assert (tmp_path / "part" / "state" / "state.json").is_file()
+    state = tmp_path / "part" / "state"
+    assert sorted(f.name for f in state.iterdir()) == ["model-50.safetensors", "optimizer-50.safetensors",
+                                                       "state.json"]
     assert not (tmp_path / "part" / "curve.json").exists()
+    # A kill after the next state's weights were written but before its state.json: they must be ignored.
+    save_tensors(state / "model-60.safetensors", fresh(seed=7).state_dict())
     resumed_model = fresh(seed=99)  # a new process would start from another init: state must win
     resumed = train(resumed_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False)
     assert resumed["curve"] == full["curve"]

@@ -131,7 +131,7 @@ def _grammar(args):
             raise ValueError(f"bad generate: spec {args.source!r}: {e}") from None
     else:
         grammar = load_grammar(args.source)
-    return truncate_grammar(grammar, args.truncate) if args.truncate else grammar
+    return truncate_grammar(grammar, args.truncate) if args.truncate is not None else grammar
 
 
 def cmd_grammar_show(args) -> None:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from pydantic import TypeAdapter
 
 from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
-from .io import CheckpointError, config_hash, environment_info, read_json, write_json, write_text
+from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
@@ -50,11 +50,12 @@ def require_device(device: str) -> None:
 
 
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Check the device, create the run folder and write run.json; refuse a folder that holds a different
+    """Check the device and the task, create the run folder and write run.json; refuse a folder that holds a different
     recipe, unless this one only adds students to it (`grows`). A folder written by an older version is the
     same recipe if its config, read by this version (which fills in keys added since with their defaults),
     equals this one."""
     require_device(recipe.device)
+    build_task(recipe.task)  # a grammar that is missing or does not parse fails here, before run.json exists
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
@@ -69,7 +70,13 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
             changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
-    write_json(run_file, {"config_hash": digest, "config": resolved, "environment": environment_info()})
+    grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
+    inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
+    if previous.get("inputs", inputs) != inputs:
+        raise RecipeError(f"{out} was written with another version of the grammar file {grammar_file} (its contents "
+                          "changed since); choose another --out or delete it")
+    write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
+                          "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
     return out
 
@@ -147,8 +154,12 @@ def make_model(arch_cfg, task: Task, seed: int, device: str) -> tuple[torch.nn.M
 
 
 def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
-    """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished."""
+    """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished. A `teacher.path`
+    may be any folder of checkpoints (without progdistill's curve.json too), but not an interrupted training."""
     if recipe.teacher.path:
+        if (Path(recipe.teacher.path) / "state").is_dir():  # only an interrupted training leaves its state
+            raise RecipeError(f"teacher.path {recipe.teacher.path}: this teacher's training was interrupted; finish "
+                              "it first (run its recipe again with the same --out)")
         return Trajectory(recipe.teacher.path)
     folder = out / "teacher"
     return Trajectory(folder) if (folder / "curve.json").is_file() else None

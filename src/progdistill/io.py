@@ -92,6 +92,11 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_hash(path: str | Path) -> str:
+    """Short hash of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def git_revision() -> str | None:
     """The git revision of the installed package's source tree, if it is a checkout."""
     here = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@ loss = alpha * CE(student, y) + (1 - alpha) * KD(teacher checkpoint c(t) -> stud
 comes from a TeacherSchedule (none for a teacher or a CE student). The teacher's outputs come from
 `TeacherOutputs` (checkpoint reloaded only when c(t) changes; optionally cached on disk and shared
 between students). Every run folder holds its eval curve, which teacher checkpoint supervised each
-step, and a resumable state (model + optimizer + schedule) written atomically.
+step, and a resumable state (model + optimizer + schedule) that a kill at any point leaves consistent.
 """
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ def train(
     state_dir = out / "state"
     if (state_dir / "state.json").is_file():
         saved = read_json(state_dir / "state.json")
-        model.load_state_dict(load_tensors(state_dir / "model.safetensors", device))
-        _load_optimizer(state_dir / "optimizer.safetensors", opt, saved["optimizer"])
+        files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
+        model.load_state_dict(load_tensors(state_dir / files["model"], device))
+        _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         record, start = saved["record"], saved["step"]
 
@@ -179,10 +180,16 @@ def train(
         return point
 
     def save_state(step: int) -> None:
-        save_tensors(state_dir / "model.safetensors", model.state_dict())
-        info = _save_optimizer(state_dir / "optimizer.safetensors", opt)
-        write_json(state_dir / "state.json", {"step": step, "optimizer": info, "schedule": schedule.state_dict(),
-                                              "record": record})
+        # Weights go to files named by step; state.json, written last, commits them. A kill between the
+        # writes leaves the previous state.json pointing at the previous, complete files.
+        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
+        save_tensors(state_dir / files["model"], model.state_dict())
+        info = _save_optimizer(state_dir / files["optimizer"], opt)
+        write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
+                                              "schedule": schedule.state_dict(), "record": record})
+        for stale in state_dir.glob("*.safetensors"):
+            if stale.name not in files.values():
+                stale.unlink()
 
     def save_ckpt(step: int, point: dict[str, Any] | None) -> None:
         if point is None:

@@ -88,10 +88,6 @@ class Trajectory:
             return read_json(file)
         return [{"step": s, **self.meta(s).get("eval", {})} for s in self.steps]
 
-    def nearest(self, step: float) -> int:
-        """The saved checkpoint closest to `step` (ties: the earlier)."""
-        return min(self.steps, key=lambda s: (abs(s - step), s))
-
 
 @dataclass(frozen=True)
 class Phases:

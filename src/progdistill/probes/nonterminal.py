@@ -83,6 +83,7 @@ def position_baseline(train_labels: torch.Tensor, test_labels: torch.Tensor, num
     index = (labels + 1).clamp(min=0)  # -1 (no label) counts in a column dropped below
     counts.scatter_add_(2, index.permute(1, 2, 0), torch.ones_like(index.permute(1, 2, 0)))
     table = counts[:, :, 1:].argmax(-1)  # [T, D] most common label per position and level
+    table[counts[:, :, 1:].sum(-1) == 0] = -2  # no training label there: no prediction
     test = test_labels.cpu().long()
     if test.shape[1] > length:  # positions never seen in training: no prediction
         table = torch.cat([table, table.new_full((test.shape[1] - length, levels), -2)])

@@ -23,6 +23,7 @@ import torch
 
 from ..grammar import (
     Grammar,
+    GrammarError,
     Sample,
     expected_length,
     generate_grammar,
@@ -38,6 +39,7 @@ _CHUNK_TOKENS = 1 << 21  # training tokens drawn per chunk ...
 _CHUNK_SENTENCES = (256, 1 << 16)  # ... within these many sentences
 _EVAL_BATCH = 256
 _LENGTH_TAIL = 1e-3  # default max_len: smallest L with P(length > L) below this
+_MAX_SENTENCE = 1 << 13  # longer sentences are refused: no Transformer here attends over them
 _MIN_FIT = 0.01  # a max_len must keep at least this fraction of sentences
 
 
@@ -58,15 +60,18 @@ def grammar_from_spec(path: str | None, generate: dict[str, Any] | None, truncat
 
 def default_max_len(grammar: Grammar, tail: float = _LENGTH_TAIL) -> int:
     """The smallest length L with P(sentence length > L) < tail (exact, from `length_distribution`)."""
-    limit = max(16, 2 * math.ceil(expected_length(grammar)))
-    while True:
+    mean = expected_length(grammar)
+    limit = min(max(16, 2 * math.ceil(mean)), _MAX_SENTENCE)
+    while mean <= _MAX_SENTENCE:
         above = 1.0 - np.cumsum(length_distribution(grammar, limit))  # P(length > k), k = 0..limit
         fits = np.flatnonzero(above < tail)
         if fits.size:
             return max(int(fits[0]), 1)
-        if limit >= 1 << 20:
-            raise ValueError(f"sentences of this grammar exceed {limit} tokens with probability >= {tail}")
-        limit *= 2
+        if limit == _MAX_SENTENCE:
+            break
+        limit = min(2 * limit, _MAX_SENTENCE)
+    raise GrammarError([f"sentences of this grammar are too long (mean {mean:.0f} tokens; the limit is {_MAX_SENTENCE} "
+                        f"for all but a {tail} tail): use a smaller grammar (fewer levels, shorter right-hand sides)"])
 
 
 def _seed(*keys: int) -> int:
@@ -178,6 +183,9 @@ class _GrammarTask(Task):
 
         if train_sentences < 1 or test_sentences < 1 or steps < 0:
             raise ValueError("need train_sentences >= 1, test_sentences >= 1 and steps >= 0")
+        if self.grammar.depth < 1:
+            raise ValueError("the nonterminal probe needs a grammar with non-terminals below the root "
+                             "(this grammar's root derives terminals directly)")
         train_inputs, train_labels, train_ends = self._probe_sentences(train_sentences)
         test_inputs, test_labels, test_ends = self._heldout(test_sentences)
         if boundaries_only:
