@@ -71,6 +71,7 @@ def test_shipped_recipes_validate():
     ("probe.nonterminal={}", "probe.nonterminal: not available for task 'parity' \\(it has: \\['monomials'\\]\\)"),
     ("students.probe_final=[ngram]", "students.probe_final: probe 'ngram' is not configured under probe:"),
     ("precision=fp16", "precision: Input should be 'fp32' or 'bf16'"),
+    ("teacher.seed=1000", "teacher.seed 1000: student seed 0 would train on the teacher's own data"),
 ])
 def test_bad_recipes_give_clear_errors(tiny, override, message):
     with pytest.raises(RecipeError, match=message):

@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+STUDENT_SEED_OFFSET = 1000  # a student of seed s draws its data and its init with seed 1000 + s
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be read or does not validate; the message lists every problem."""
 
@@ -349,6 +352,16 @@ class Recipe(Strict):
         for name in self.students.probe_final:
             if name not in enabled:
                 raise ValueError(f"students.probe_final: probe {name!r} is not configured under probe:")
+        return self
+
+    @model_validator(mode="after")
+    def _students_see_other_data_than_the_teacher(self) -> "Recipe":
+        sweep = self.students.sweep
+        seeds = set(self.students.seeds) | set((sweep.seeds or []) if sweep else [])
+        if not self.teacher.path and self.teacher.seed - STUDENT_SEED_OFFSET in seeds:
+            raise ValueError(f"teacher.seed {self.teacher.seed}: student seed {self.teacher.seed - STUDENT_SEED_OFFSET} "
+                             f"would train on the teacher's own data (a student's data seed is {STUDENT_SEED_OFFSET} "
+                             "+ its seed); choose another teacher.seed")
         return self
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from pydantic import TypeAdapter
 
-from .config import Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
+from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
 from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
@@ -324,8 +324,8 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     folder = student_folder(out, method.display, budget, seed)
     if (folder / "result.json").is_file():
         return read_json(folder / "result.json")
-    task = build_task(recipe.task, data_seed=1000 + seed, device=recipe.device)
-    model, arch = make_model(s.model, task, 1000 + seed, recipe.device)
+    task = build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device)
+    model, arch = make_model(s.model, task, STUDENT_SEED_OFFSET + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
                       kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
