@@ -216,6 +216,12 @@ def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):
     report = (out / "report.md").read_text()
     assert "No student has finished yet" in report and "degree-1 in-support" in report
     assert not (out / "plots" / "students.png").exists()
+    flat = tmp_path / "flat"  # phases looked for only in the last 1% of the curve: too few points
+    assert main(["probe", str(tiny), "--out", str(flat), "--quiet", "phases.skip=0.99"]) == 0
+    assert main(["report", str(flat)]) == 0
+    error = json.loads((flat / "summary.json").read_text())["teacher"]["phases_error"]
+    assert error.startswith("need >= 4 finite points") and f"**No phase transition detected** ({error})" in \
+        (flat / "report.md").read_text()
 
 
 def test_report_refuses_a_run_folder_without_a_finished_teacher(tiny, tmp_path, capsys):

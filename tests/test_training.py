@@ -233,7 +233,7 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(tmp_path):
 
 
 def test_loss_spikes_are_found_and_reported():
-    from progdistill.report import spike_warnings
+    from progdistill.report import student_spike_warning, teacher_spike_warning
     from progdistill.trajectory import loss_spikes
 
     losses = [2.1, 0.9, 0.85, 10.4, 0.84, 0.8, 1.5, 0.5, 1.01]
@@ -243,8 +243,13 @@ def test_loss_spikes_are_found_and_reported():
     assert loss_spikes(curve[:3]) == [] and loss_spikes(curve, factor=20) == []
     seeds = {"0": {"loss_spikes": []}, "1": {"loss_spikes": loss_spikes(curve)[:1]}}
     summary = {"teacher": {"loss_spikes": []}, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
-    (line,) = spike_warnings(summary)
-    assert "student ce budget 300 seed 1: step 150 (10.4 after a best of 0.85)" in line
+    assert teacher_spike_warning(summary) == []
+    (line,) = student_spike_warning(summary)
+    assert "for ce budget 300: 1 of 2 seed(s), 1 evaluation(s) from step 150 (highest 10.4, after a best of 0.85)." in line
+    seeds["0"]["loss_spikes"] = loss_spikes(curve)[1:]
+    (line,) = student_spike_warning(summary)
+    assert "ce budget 300: 2 of 2 seed(s), 2 evaluation(s) from step 150 (highest 10.4, after a best of 0.85)" in line
     summary["teacher"]["loss_spikes"] = loss_spikes(curve)
-    assert len(spike_warnings(summary)) == 2 and "teacher" in spike_warnings(summary)[0]
-    assert spike_warnings({"teacher": {}, "methods": {}}) == []
+    (line,) = teacher_spike_warning(summary)
+    assert "the teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150" in line
+    assert teacher_spike_warning({"teacher": {}}) == [] and student_spike_warning({"methods": {}}) == []

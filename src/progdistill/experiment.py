@@ -468,10 +468,13 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     if phases is not None:
         auto_choice = {ref: resolve_checkpoint(ref, trajectory.steps, phases) for ref in ("before", "middle", "after")}
     curve = trajectory.curve()
+    phases_file = out / "teacher_phases.json"
+    phases_error = read_json(phases_file).get("error") if phases is None and phases_file.is_file() else None
     summary = {
         "recipe": recipe.name, "target": recipe.report.target, "methods": methods, "sweep": sweep,
         "teacher": {"curve": curve, "checkpoints": trajectory.steps,
-                    "phases": phases.to_dict() if phases else None, "auto_checkpoint": auto_choice,
+                    "phases": phases.to_dict() if phases else None, "phases_error": phases_error,
+                    "auto_checkpoint": auto_choice,
                     "loss_spikes": loss_spikes(curve)},
     }
     if sweep:

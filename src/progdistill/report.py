@@ -248,23 +248,32 @@ def monomial_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def spike_warnings(summary: dict[str, Any]) -> list[str]:
-    """Report lines naming the runs whose held-out loss spiked (see `trajectory.loss_spikes`)."""
-    def text(spikes: list[dict[str, Any]]) -> str:
-        return ", ".join(f"step {x['step']} ({x['loss']:.3g} after a best of {x['best_before']:.3g})" for x in spikes)
+def _spikes(spikes: list[dict[str, Any]]) -> str:
+    worst = max(spikes, key=lambda x: x["loss"])
+    first = min(x["step"] for x in spikes)
+    return (f"{len(spikes)} evaluation(s) from step {first} (highest {worst['loss']:.3g}, after a best of "
+            f"{worst['best_before']:.3g})")
 
-    lines = []
-    if summary["teacher"].get("loss_spikes"):
-        lines.append(f"**Warning:** the teacher's held-out loss spiked above twice its best so far at "
-                     f"{text(summary['teacher']['loss_spikes'])}; its checkpoints after that may not be a "
-                     f"smooth trajectory (lower `teacher.optim.lr`).")
-    students = [f"{label} budget {budget} seed {seed}: {text(r['loss_spikes'])}"
-                for label, entry in summary["methods"].items() for budget, b in entry["budgets"].items()
-                for seed, r in b["seeds"].items() if r.get("loss_spikes")]
-    if students:
-        lines.append("**Warning:** held-out loss spiked above twice its best so far for student "
-                     + "; ".join(students) + " (lower `students.optim.lr`).")
-    return lines
+
+def teacher_spike_warning(summary: dict[str, Any]) -> list[str]:
+    """A report line if the teacher's held-out loss spiked (see `trajectory.loss_spikes`)."""
+    spikes = summary["teacher"].get("loss_spikes")
+    return [f"**Warning:** the teacher's held-out loss spiked above twice its best so far at {_spikes(spikes)}; its "
+            "checkpoints after that may not be a smooth trajectory (lower `teacher.optim.lr`)."] if spikes else []
+
+
+def student_spike_warning(summary: dict[str, Any]) -> list[str]:
+    """A report line naming, per method and budget, the students whose held-out loss spiked."""
+    runs = []
+    for label, entry in summary["methods"].items():
+        for budget, b in entry["budgets"].items():
+            hit = [r["loss_spikes"] for r in b["seeds"].values() if r.get("loss_spikes")]
+            if hit:
+                runs.append(f"{label} budget {budget}: {len(hit)} of {len(b['seeds'])} seed(s), "
+                            f"{_spikes([x for spikes in hit for x in spikes])}")
+    return [("**Warning:** held-out loss spiked above twice its best so far for " + "; ".join(runs) +
+             ". Too high a `students.optim.lr` does this, and so does imitating a teacher checkpoint that is "
+             "confidently wrong.")] if runs else []
 
 
 def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
@@ -287,7 +296,10 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts.append(f"Detected phase transition ({p['metric']}): sharp drop from step {p['drop_start']} to "
                      f"{p['drop_end']}, middle at {p['middle']}; checkpoints before / middle / after: "
                      f"{teacher['auto_checkpoint']}.")
-    parts += spike_warnings(summary)
+    elif teacher.get("phases_error"):
+        parts.append(f"**No phase transition detected** ({teacher['phases_error']}): methods that start from it "
+                     "(`progressive` from a phase, `two-shot` at a phase, `auto`) cannot use this teacher.")
+    parts += teacher_spike_warning(summary)
     oracle = summary.get("oracle")
     if oracle:
         parts.append(f"The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks): "
@@ -328,7 +340,9 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
                   nonterminal_table(rows, summary), "", "![nonterminal](plots/nonterminal.png)", ""]
     if summary["methods"]:
         plot_students(recipe, out, summary, plots / "students.png")
-        parts += ["## Students", "", results_table(recipe, summary), "", "![students](plots/students.png)", ""]
+        parts += ["## Students", "", results_table(recipe, summary), ""]
+        parts += [line for warning in student_spike_warning(summary) for line in (warning, "")]
+        parts += ["![students](plots/students.png)", ""]
     else:
         parts += ["## Students", "", "No student has finished yet (`progdistill distill` or `run` trains them).", ""]
     if summary["sweep"]:
