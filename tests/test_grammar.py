@@ -459,3 +459,13 @@ def test_truncate_cfg3b() -> None:
     stats = length_stats(sample_sentences(t, 5000, seed=0, trees=False).lengths)
     assert 35 <= stats.median <= 39 and 20 <= stats.p1 <= 26 and 45 <= stats.p99 <= 51
     assert expected_length(t) == pytest.approx(36.75)
+
+
+def test_cli_grammar_show_with_truncation(capsys) -> None:
+    from progdistill.cli import main
+
+    assert main(["grammar", "show", "generate:levels=2,seed=0", "-n", "100"]) == 0
+    assert "level 2:" in capsys.readouterr().out
+    assert main(["grammar", "show", "generate:levels=2,seed=0", "-n", "100", "--truncate", "0"]) == 0
+    out = capsys.readouterr().out  # the root is the only non-terminal: one-token sentences
+    assert "level 1:" not in out and "median 1 (p1 1, p99 1)" in out
