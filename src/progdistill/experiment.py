@@ -55,7 +55,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     same recipe if its config, read by this version (which fills in keys added since with their defaults),
     equals this one."""
     require_device(recipe.device)
-    build_task(recipe.task)  # a grammar that is missing or does not parse fails here, before run.json exists
+    build_task(recipe.task)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")

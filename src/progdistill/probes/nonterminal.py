@@ -77,16 +77,13 @@ def _accuracy(correct: torch.Tensor, where: torch.Tensor) -> float | None:
 def position_baseline(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: list[int]) -> list[float | None]:
     """Per level, the held-out accuracy of predicting each token's ancestor from its position alone (the
     train set's most common label at that position): what a probe gets from positional information."""
-    length, levels = train_labels.shape[1], train_labels.shape[2]
-    counts = torch.zeros(length, levels, max(num_classes) + 1, dtype=torch.long)
-    labels = train_labels.cpu().long()
-    index = (labels + 1).clamp(min=0)  # -1 (no label) counts in a column dropped below
-    counts.scatter_add_(2, index.permute(1, 2, 0), torch.ones_like(index.permute(1, 2, 0)))
-    table = counts[:, :, 1:].argmax(-1)  # [T, D] most common label per position and level
-    table[counts[:, :, 1:].sum(-1) == 0] = -2  # no training label there: no prediction
     test = test_labels.cpu().long()
-    if test.shape[1] > length:  # positions never seen in training: no prediction
-        table = torch.cat([table, table.new_full((test.shape[1] - length, levels), -2)])
+    length, levels = max(train_labels.shape[1], test.shape[1]), train_labels.shape[2]
+    counts = torch.zeros(length, levels, max(num_classes) + 1, dtype=torch.long)
+    index = (train_labels.cpu().long() + 1).clamp(min=0).permute(1, 2, 0)  # -1 (no label) -> column 0, dropped
+    counts.scatter_add_(2, index, torch.ones_like(index))
+    table = counts[:, :, 1:].argmax(-1)  # [T, D] most common label per position and level
+    table[counts[:, :, 1:].sum(-1) == 0] = -2  # no training label at that position (or beyond): no prediction
     correct = test == table[:test.shape[1]].unsqueeze(0)
     return [_accuracy(correct[..., level], test[..., level] >= 0) for level in range(levels)]
 
