@@ -210,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str, part: int = 300, whole: int = 1200) -> str:
+    """An error message on one line: its lines joined by '; ', each cut to `part` characters and the
+    whole to `whole` (a 10 MB grammar line is not echoed to the terminal)."""
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    text = "; ".join(line if len(line) <= part else line[:part] + "..." for line in lines)
+    return text if len(text) <= whole else text[:whole] + f"... ({len(lines)} problems in all)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

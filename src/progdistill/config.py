@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,8 +22,35 @@ class RecipeError(ValueError):
     """A recipe that cannot be read or does not validate; the message lists every problem."""
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field annotation accepts a boolean on purpose (bool, Any, or a union holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, (str, int, float)))
+
+
+def _numbers(annotation: Any) -> bool:
+    """Whether an annotation is (or holds) int or float."""
+    return annotation in (int, float) or any(_numbers(arg) for arg in get_args(annotation))
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section: unknown keys, booleans where numbers belong and non-finite numbers are refused
+    (pydantic alone would read `steps: true` as 1 and accept `speed: .inf`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if name not in data or _admits_bool(field.annotation) or not _numbers(field.annotation):
+                    continue
+                value = data[name]
+                if any(isinstance(v, bool) for v in (value if isinstance(value, (list, tuple)) else [value])):
+                    raise ValueError(f"[{name}] expected a number, got a boolean ({value!r})")
+        return data
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -134,7 +161,7 @@ class OptimSection(Strict):
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     schedule: Literal["constant", "cosine"] = "constant"
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps")
     grad_clip: float | None = Field(None, gt=0)
@@ -373,24 +400,81 @@ def recipe_names() -> list[str]:
 
 
 def recipe_text(name_or_path: str) -> tuple[str, str]:
-    """(YAML text, source) of a shipped recipe name or a file path."""
+    """(YAML text, source) of a shipped recipe name or a file path; RecipeError for a missing, unreadable
+    or non-UTF-8 file (naming the line of the first bad byte)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise RecipeError(f"{path}: recipe file not found")
-        return path.read_text(), str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot read: {e.strerror or e}") from None
+        try:
+            return data.decode("utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise RecipeError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
     if name_or_path not in recipe_names():
         raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(recipe_names())}")
     return (resources.files("progdistill") / "recipes" / f"{name_or_path}.yaml").read_text(), name_or_path
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), refusing duplicate keys, which plain YAML loaders let the
+    last one silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = lines.setdefault(key, key_node.start_mark.line)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, not {key!r}",
+                                                        key_node.start_mark) from None
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line "
+                                                        f"{first + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """`text` on one line, cut to `limit` characters (a 10 MB line is not echoed whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
+    """Parse YAML data safely (no Python tags, no duplicate keys); RecipeError `source:line: problem`
+    (`source: problem` without `lines`)."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None and lines else source
+        problem = e.problem or e.context or "not valid YAML"
+        if "could not determine a constructor for the tag" in problem:
+            tag = problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+            problem = f"YAML tag {tag} is not allowed (recipes are plain data)"
+        raise RecipeError(f"{where}: {_clip(problem)}") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{source}: not valid YAML: {_clip(e)}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: nested too deeply") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw recipe dict."""
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"override {item!r} is not of the form key=value")
+            raise RecipeError(f"override {_clip(item)!r} is not of the form key=value")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text else None
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"override {_clip(item)!r}: {key!r} is not a dotted key")
+        value = parse_yaml(text, f"override {_clip(key, 80)}", lines=False) if text else None
         node: Any = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -412,30 +496,73 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _tags() -> set[str]:
+    """Discriminator values (task names, model types, method names): pydantic puts them in error
+    locations, where a user expects only the keys they wrote."""
+    tags: set[str] = set()
+    stack: list[type[BaseModel]] = [Recipe]
+    seen: set[type] = set()
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            for arg in _walk(field.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    stack.append(arg)
+                elif isinstance(arg, str) and name in ("name", "type"):
+                    tags.add(arg)
+    return tags - {name for model in seen for name in model.model_fields}
+
+
+def _walk(annotation: Any) -> list[Any]:
+    """An annotation and everything nested in it (union members, list items, Literal values)."""
+    out = [annotation]
+    for arg in get_args(annotation):
+        out += _walk(arg) if not isinstance(arg, (str, int, float)) else [arg]
+    return out
+
+
+def _error_lines(e: ValidationError) -> list[str]:
+    """One 'dotted.key: message' per location, union alternatives merged with 'or'."""
+    tags, by_key = _tags(), {}
+    for err in e.errors():
+        parts = [str(x) for x in err["loc"]]
+        loc = ".".join(x for x in parts if x not in tags and not x.startswith(("function-", "tagged-", "literal[",
+                                                                              "constrained-")))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if (key := re.match(r"\[(\w+)\] ", msg)) is not None:  # a section's check that names its key
+            loc, msg = f"{loc}.{key.group(1)}" if loc else key.group(1), msg[key.end():]
+        if err["type"] == "union_tag_not_found":
+            tag = err["ctx"]["discriminator"].strip("'")
+            msg = f"needs a '{tag}' key"
+            if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
+                msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
+        by_key.setdefault(loc or "(top)", [])
+        if msg not in by_key[loc or "(top)"]:
+            by_key[loc or "(top)"].append(msg)
+    return [f"{key}: {' or '.join(msgs)}" for key, msgs in by_key.items()]
+
+
 def validate(raw: Any, source: str = "<recipe>") -> Recipe:
+    """A validated Recipe from a raw mapping; RecipeError (one line naming every bad key) otherwise."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-")))
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] == "union_tag_not_found":
-                tag = err["ctx"]["discriminator"].strip("'")
-                msg = f"needs a '{tag}' key"
-                if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
-                    msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
-            lines.append(f"  {loc or '(top)'}: {msg}")
-        raise RecipeError(f"{source}: invalid recipe\n" + "\n".join(lines)) from None
+        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(_error_lines(e))) from None
+    except RecursionError:
+        raise RecipeError(f"{source}: the recipe is nested too deeply") from None
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe (a shipped name or a YAML path)."""
+    """Read, override and validate a recipe (a shipped name or a YAML path); RecipeError, one line naming
+    the file and line or the dotted key, for anything wrong."""
     text, source = recipe_text(name_or_path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{source}: not valid YAML: {e}") from None
+    raw = parse_yaml(text, source)
+    if raw is not None and not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, not {type(raw).__name__}")
     return validate(apply_overrides(raw or {}, overrides or []), source)
