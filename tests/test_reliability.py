@@ -93,3 +93,12 @@ def test_recursive_sampler_handles_very_long_sentences():
     assert max(lengths) > 1000  # far deeper than Python's recursion limit allows a recursive sampler
     with pytest.raises(ValueError, match="exceeded max_len=100"):
         sample_sentences_recursive(g, 50, seed=0, max_len=100)
+
+
+def test_environment_names_the_machine():
+    from progdistill.io import _ISA_FLAGS, environment_info
+
+    machine = environment_info()["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["torch_threads"] >= 1
+    assert set(machine["isa_flags"]) <= set(_ISA_FLAGS)
+    assert machine["torch_cpu_capability"] in ("DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256", "SVE")

@@ -187,8 +187,47 @@ def git_revision() -> str | None:
         return None
 
 
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8",
+              "avx_vnni", "sve", "asimd", "bf16")
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run's numbers come from: CPU model, the instruction-set flags that change float
+    kernels and bf16 speed (avx512_bf16 / amx_bf16: native bf16 matrix units), the CPU capability PyTorch
+    dispatches to, its BLAS and oneDNN builds, core and thread counts, and the GPU if one is used. Float
+    rounding (and so a teacher's exact drop step) can differ between machines that differ here."""
+    import re
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^(model name|Model|cpu model)\s*:\s*(.+)$", text, re.M)
+        cpu = model.group(2).strip() if model else cpu
+        found = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.M)
+        flags = set(found.group(2).split()) if found else set()
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", config)
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", config)
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "isa_flags": sorted(f for f in _ISA_FLAGS if f in flags),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas.group(1) if blas else None,
+        "onednn": onednn.group(1) if onednn and torch.backends.mkldnn.is_available() else None,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
 def environment_info() -> dict[str, Any]:
-    """Package versions, platform and git revision, written beside every run."""
+    """Package versions, platform, git revision and the machine (`machine_info`), written beside every run."""
     import numpy
 
     from . import __version__
@@ -201,4 +240,5 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "git_revision": git_revision(),
         "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
     }
