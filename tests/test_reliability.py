@@ -102,3 +102,124 @@ def test_environment_names_the_machine():
     assert machine["cpu"] and machine["cores"] >= 1 and machine["torch_threads"] >= 1
     assert set(machine["isa_flags"]) <= set(_ISA_FLAGS)
     assert machine["torch_cpu_capability"] in ("DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256", "SVE")
+
+
+def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from progdistill.runlock import FolderInUseError, lock_run_folder, unlock_run_folder
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from progdistill.runlock import "
+                               f"lock_run_folder; lock_run_folder({str(tmp_path / 'run')!r}); print('locked', "
+                               "flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUseError, match=rf"{tmp_path / 'run'} is in use by progdistill \(pid {holder.pid}\)"):
+            lock_run_folder(tmp_path / "run")
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_run_folder(tmp_path / "run")  # the OS released the dead holder's lock
+    unlock_run_folder(tmp_path / "run")
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
+        "from progdistill.processes import die_with_parent\n"
+        "def pid(_):\n    time.sleep(0.5)\n    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), initializer=die_with_parent)\n"
+        "    print(*set(pool.map(pid, range(4))), flush=True)\n"
+        "    time.sleep(60)\n")
+    (tmp_path / "parent.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert workers
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in workers if _alive(p)]
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("arch", [
+    {"type": "mlp", "width": 16},
+    {"type": "gpt", "layers": 1, "heads": 2, "head_dim": 4},
+    {"type": "bert", "layers": 1, "heads": 2, "head_dim": 4, "dropout": 0.1},
+    {"type": "gpt-lm", "layers": 1, "heads": 2, "head_dim": 4, "dropout": 0.1},
+])
+def test_resume_is_bit_identical_with_dropout(tmp_path, arch):
+    import torch
+
+    from progdistill.grammar import generate_grammar
+    from progdistill.models import build_model, resolve_architecture
+    from progdistill.tasks import ParityTask
+    from progdistill.tasks.pcfg import PCFGARTask, PCFGMLMTask
+    from progdistill.trainer import OptimConfig, TrainConfig, train
+
+    if arch["type"] in ("mlp", "gpt"):
+        task = ParityTask(d=8, k=2, eval_size=64, data_seed=1)
+    else:
+        grammar = generate_grammar(levels=2, rhs_lengths=(2,), seed=0)
+        task = (PCFGMLMTask(grammar, eval_size=32, data_seed=1) if arch["type"] == "bert"
+                else PCFGARTask(grammar, level=1, eval_size=32, data_seed=1))
+    resolved = resolve_architecture(arch, task.model_io())
+    cfg = TrainConfig(steps=20, batch_size=8, optim=OptimConfig(name="adamw", lr=3e-3), eval_every=5)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(resolved)
+
+    straight = fresh()
+    train(straight, task, cfg, tmp_path / "a", {"model": resolved}, progress=False)
+    resumed = fresh()
+    train(resumed, task, cfg, tmp_path / "b", {"model": resolved}, progress=False, stop_at=10)
+    torch.manual_seed(12345)  # as in a new process: the global generator is wherever it happens to be
+    resumed = fresh()
+    train(resumed, task, cfg, tmp_path / "b", {"model": resolved}, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_teacher_killed_after_its_last_file_is_finished_and_reusable(tmp_path, monkeypatch):
+    import shutil
+
+    from progdistill import trainer
+    from progdistill.experiment import finished_teacher, train_teacher
+    from progdistill.trajectory import Trajectory
+
+    recipe = load_recipe("parity-mlp-small", ["task.d=10", "task.k=2", "task.eval_size=64", "teacher.steps=40",
+                                              "teacher.checkpoint_every=20", "teacher.eval_every=10",
+                                              "teacher.model.width=8"])
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt  # the kill lands between curve.json and the removal of the resumable state
+
+    monkeypatch.setattr(trainer.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(recipe, tmp_path, progress=False)
+    monkeypatch.setattr(trainer.shutil, "rmtree", shutil.rmtree)
+    folder = tmp_path / "teacher"
+    assert (folder / "state").is_dir() and (folder / "supervision.json").is_file()
+    reuse = load_recipe("parity-mlp-small", [f"teacher.path={folder}", "task.d=10", "task.k=2", "task.eval_size=64",
+                                             "teacher.model.width=8"])
+    assert finished_teacher(reuse, tmp_path / "other").steps == [0, 20, 40]
+    assert train_teacher(recipe, tmp_path, progress=False).steps == Trajectory(folder).steps
+    assert not (folder / "state").exists()

@@ -7,6 +7,7 @@ run resumes where it stopped (a half-trained model resumes from its last saved s
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -18,9 +19,12 @@ from tqdm.auto import tqdm
 from pydantic import TypeAdapter
 
 from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
-from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
+from .io import (CheckpointError, config_hash, environment_info, file_hash, read_json, remove_stale_temporaries,
+                 write_json, write_text)
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
+from .processes import die_with_parent
+from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
@@ -75,6 +79,8 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     if previous.get("inputs", inputs) != inputs:
         raise RecipeError(f"{out} was written with another version of the grammar file {grammar_file} (its contents "
                           "changed since); choose another --out or delete it")
+    lock_run_folder(out)  # everything is checked: from here on this process owns the folder
+    remove_stale_temporaries(out)  # left by writes that a kill interrupted
     write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
                           "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
@@ -157,7 +163,8 @@ def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
     """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished. A `teacher.path`
     may be any folder of checkpoints (without progdistill's curve.json too), but not an interrupted training."""
     if recipe.teacher.path:
-        if (Path(recipe.teacher.path) / "state").is_dir():  # only an interrupted training leaves its state
+        folder = Path(recipe.teacher.path)
+        if (folder / "state").is_dir() and not (folder / "curve.json").is_file():  # an interrupted training
             raise RecipeError(f"teacher.path {recipe.teacher.path}: this teacher's training was interrupted; finish "
                               "it first (run its recipe again with the same --out)")
         return Trajectory(recipe.teacher.path)
@@ -176,6 +183,8 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajector
             raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task "
                               f"({'; '.join(wrong)})")
     if done is not None:
+        if not t.path and (out / "teacher" / "state").is_dir():  # a kill between its last two writes
+            shutil.rmtree(out / "teacher" / "state")
         return done
     folder = out / "teacher"
     task = build_task(recipe.task, data_seed=t.seed, device=recipe.device)
@@ -381,7 +390,7 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     ctx = __import__("multiprocessing").get_context("spawn")
     results: list[dict[str, Any]] = []
     args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
-    with ProcessPoolExecutor(recipe.workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(recipe.workers, mp_context=ctx, initializer=die_with_parent) as pool:
         futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed) for m, b, seed in jobs]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
             results.append(fut.result())
@@ -497,10 +506,13 @@ def run_experiment(recipe: Recipe, out: str | Path, progress: bool = True) -> di
 
     _set_threads(recipe)
     out = prepare_run(recipe, out)
-    trajectory = train_teacher(recipe, out, progress)
-    phases = teacher_phases(recipe, trajectory, out)
-    probe_trajectory(recipe, trajectory, out, phases, progress)
-    run_students(recipe, out, trajectory, phases, progress)
-    summary = summarize(recipe, out, trajectory, phases)
-    write_report(recipe, out, summary)
+    try:
+        trajectory = train_teacher(recipe, out, progress)
+        phases = teacher_phases(recipe, trajectory, out)
+        probe_trajectory(recipe, trajectory, out, phases, progress)
+        run_students(recipe, out, trajectory, phases, progress)
+        summary = summarize(recipe, out, trajectory, phases)
+        write_report(recipe, out, summary)
+    finally:
+        unlock_run_folder(out)
     return summary

@@ -127,6 +127,21 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
+def _rng_state() -> dict[str, torch.Tensor]:
+    """The global random generators' states (CPU, and every CUDA device in use), as uint8 tensors."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    cuda = [state[k].cpu() for k in sorted((k for k in state if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -164,6 +179,8 @@ def train(
         files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
         model.load_state_dict(load_tensors(state_dir / files["model"], device))
         _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
+        if "rng" in files:  # dropout and any other draw from the global generators continue where they were
+            _set_rng_state(load_tensors(state_dir / files["rng"]))
         schedule.load_state_dict(saved["schedule"])
         record, start = saved["record"], saved["step"]
 
@@ -182,9 +199,11 @@ def train(
     def save_state(step: int) -> None:
         # Weights go to files named by step; state.json, written last, commits them. A kill between the
         # writes leaves the previous state.json pointing at the previous, complete files.
-        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
+        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors",
+                 "rng": f"rng-{step}.safetensors"}
         save_tensors(state_dir / files["model"], model.state_dict())
         info = _save_optimizer(state_dir / files["optimizer"], opt)
+        save_tensors(state_dir / files["rng"], _rng_state())
         write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
                                               "schedule": schedule.state_dict(), "record": record})
         for stale in state_dir.glob("*.safetensors"):
@@ -243,10 +262,10 @@ def train(
         if done % state_every == 0 and done < cfg.steps:
             save_state(done)
     bar.close()
-    write_json(out / "curve.json", record["curve"])
     write_json(out / "supervision.json", record["supervision"])
     if cfg.save_final and cfg.steps not in ckpt_steps:
         save_ckpt(cfg.steps, record["curve"][-1])
+    write_json(out / "curve.json", record["curve"])  # last: a folder with curve.json holds a finished run
     if state_dir.exists():
         shutil.rmtree(state_dir)
     return record
