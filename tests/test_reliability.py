@@ -199,8 +199,6 @@ def test_resume_is_bit_identical_with_dropout(tmp_path, arch):
 
 
 def test_a_teacher_killed_after_its_last_file_is_finished_and_reusable(tmp_path, monkeypatch):
-    import shutil
-
     from progdistill import trainer
     from progdistill.experiment import finished_teacher, train_teacher
     from progdistill.trajectory import Trajectory
@@ -209,13 +207,16 @@ def test_a_teacher_killed_after_its_last_file_is_finished_and_reusable(tmp_path,
                                               "teacher.checkpoint_every=20", "teacher.eval_every=10",
                                               "teacher.model.width=8"])
 
+    class Killed(Exception):
+        pass
+
     def killed(path, *args, **kwargs):
-        raise KeyboardInterrupt  # the kill lands between curve.json and the removal of the resumable state
+        raise Killed  # the kill lands between curve.json and the removal of the resumable state
 
     monkeypatch.setattr(trainer.shutil, "rmtree", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train_teacher(recipe, tmp_path, progress=False)
-    monkeypatch.setattr(trainer.shutil, "rmtree", shutil.rmtree)
+    monkeypatch.undo()
     folder = tmp_path / "teacher"
     assert (folder / "state").is_dir() and (folder / "supervision.json").is_file()
     reuse = load_recipe("parity-mlp-small", [f"teacher.path={folder}", "task.d=10", "task.k=2", "task.eval_size=64",
