@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -253,3 +254,31 @@ def test_loss_spikes_are_found_and_reported():
     (line,) = teacher_spike_warning(summary)
     assert "the teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150" in line
     assert teacher_spike_warning({"teacher": {}}) == [] and student_spike_warning({"methods": {}}) == []
+
+
+@pytest.mark.parametrize("a, b, window, threshold, skip", [
+    (4000, 6000, 0.05, 0.25, 0.05), (4000, 6000, 0.05, 0.125, 0.05), (3000, 7000, 0.1, 0.3, 0.05),
+    (2500, 5500, 0.05, 0.41, 0.0),
+])
+def test_phase_boundaries_of_a_linear_drop_match_the_hand_derivation(a, b, window, threshold, skip):
+    """Loss 1 until step a, a straight line to 0 at step b, 0 after, evaluated every 10 steps to 10,000.
+    On the detector's grid (1001 points from the first step kept after `skip`, spacing dx) the ramp runs
+    from index ia to ib. The fall over a window of 2h grid points centred at i is s * (the overlap of
+    [i-h, i+h] with [ia, ib]), s = the slope, peaking at 2h*s once ib - ia > 2h. The drop phase is where
+    that is at least threshold * the peak: overlap >= 2h*threshold, i.e. i from ia - h + 2h*threshold to
+    ib + h - 2h*threshold; the middle is the first grid point at or below the mean of the loss at the two
+    ends (1 and 0)."""
+    curve = [{"step": s, "loss": 1.0 if s <= a else 0.0 if s >= b else 1.0 - (s - a) / (b - a)}
+             for s in range(0, 10001, 10)]
+    for point in curve:
+        point["accuracy"] = 1.0 - point["loss"] / 2
+    first = skip * 10000
+    dx = (10000 - first) / 1000
+    ia, ib, h = (a - first) / dx, (b - first) / dx, round(window * 1000 / 2)
+    assert ib - ia > 2 * h
+    start, end = math.ceil(ia - h + 2 * h * threshold), math.floor(ib + h - 2 * h * threshold)
+    middle = math.ceil(ia + (ib - ia) / 2)
+    expected = [int(round(first + dx * i)) for i in (start, end, middle)]
+    for metric in ("loss", "accuracy"):
+        phases = detect_phases(curve, metric, window, threshold, skip)
+        assert [phases.drop_start, phases.drop_end, phases.middle] == expected
