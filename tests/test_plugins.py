@@ -281,3 +281,5 @@ def test_the_python_api_checks_what_a_recipe_checks():
     with pytest.raises(ValueError, match="task.parity: Value error, k=9 .* does not fit in d=8"):
         pd.build_task({"name": "parity", "d": 8, "k": 9})
     assert pd.build_task({"name": "parity", "d": 8, "k": 2, "eval_size": 16}, data_seed=2).data_seed == 2
+    with pytest.raises(ValueError, match="model.mlp.widht: unknown key"):
+        pd.resolve_architecture({"type": "mlp", "width": 4, "widht": 3}, {"input_dim": 4, "num_classes": 2})

@@ -15,7 +15,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
-from .plugins import PluginError, check_keywords, check_kind, import_object, is_import_path
+from .plugins import check_keywords, check_kind, import_object, is_import_path
 
 
 STUDENT_SEED_OFFSET = 1000  # a student of seed s draws its data and its init with seed 1000 + s

@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from .config import (METHOD, STUDENT_SEED_OFFSET, TASK_PROBES, Recipe, RecipeError, TeacherSection, TwoShotMethod,
                      validate)
 from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
+from .metric_logging import require_backends
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
 from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
-from .metric_logging import require_backends
 
 
 def _set_threads(recipe: Recipe) -> None:

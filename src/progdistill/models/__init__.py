@@ -137,8 +137,12 @@ def model_type(kind: Any) -> ModelType:
 
 
 def resolve_architecture(arch: dict[str, Any], io: dict[str, Any]) -> dict[str, Any]:
-    """The full constructor arguments: the architecture (`type` + keywords) plus what the task dictates
-    (`io`, a task's `model_io()`). Raises ValueError if the model cannot fit the task."""
+    """The full constructor arguments: the architecture (`type` + keywords, checked as a recipe's `model`
+    section, defaults filled in) plus what the task dictates (`io`, a task's `model_io()`).
+    Raises RecipeError (a ValueError) naming a bad key, ValueError if the model cannot fit the task."""
+    from ..config import MODEL, validate_section
+
+    arch = validate_section(MODEL, arch, "model").model_dump()
     return model_type(arch.get("type")).resolve(arch, io)
 
 
