@@ -22,9 +22,45 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+import torch
+
 from .io import write_text
 
 BACKENDS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # backend -> the extra that provides it
+
+
+class TrainingLosses:
+    """Training losses since the last evaluation: summed on the device (no host sync per step), their
+    means read at an evaluation (`means`), and kept in the resumable state (`state_dict`), so that a
+    resumed run logs the same means as an uninterrupted one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.load_state_dict({"steps": 0, "loss": 0.0, "kd_steps": 0, "kd": 0.0})
+
+    def add(self, loss: torch.Tensor, kd: torch.Tensor | None) -> None:
+        """One training step's objective and KD term (None without a teacher)."""
+        self.loss_sum += loss.detach()
+        self.steps += 1
+        if kd is not None:
+            self.kd_sum += kd.detach()
+            self.kd_steps += 1
+
+    def means(self) -> dict[str, float | None]:
+        """{'train/loss', 'train/kd_loss'} over the steps since the last call (None where there were none);
+        starts a new interval."""
+        result = {"train/loss": float(self.loss_sum) / self.steps if self.steps else None,
+                  "train/kd_loss": float(self.kd_sum) / self.kd_steps if self.kd_steps else None}
+        self.load_state_dict({"steps": 0, "loss": 0.0, "kd_steps": 0, "kd": 0.0})
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "loss": float(self.loss_sum), "kd_steps": self.kd_steps, "kd": float(self.kd_sum)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps, self.kd_steps = state["steps"], state["kd_steps"]
+        self.loss_sum = torch.tensor(state["loss"], dtype=torch.float32, device=self.device)
+        self.kd_sum = torch.tensor(state["kd"], dtype=torch.float32, device=self.device)
 
 
 class MetricLogger(Protocol):

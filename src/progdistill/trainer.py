@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .config import KDSection, OptimSection, RecipeError, TrainSettings, one_line, validate_section
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_terms
-from .metric_logging import open_loggers
+from .metric_logging import TrainingLosses, open_loggers
 from .models import model_type
 from .precision import autocast
 from .schedule import TeacherSchedule
@@ -179,7 +179,7 @@ def train(
                               cache=teacher_cache, precision=cfg.precision)
 
     record: dict[str, Any] = {"curve": [], "supervision": []}
-    since_eval = {"steps": 0, "loss": 0.0, "kd_steps": 0, "kd": 0.0}
+    losses = TrainingLosses(device)  # since the last evaluation, for metrics.jsonl
     start = 0
     state_dir = out / "state"
     if (state_dir / "state.json").is_file():
@@ -189,13 +189,9 @@ def train(
         _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         record, start = saved["record"], saved["step"]
-        since_eval = saved.get("since_eval", since_eval)
-    loggers = open_loggers(out, log, start, desc)
-    # Training losses since the last evaluation, summed on the device (no sync per step) and kept in the
-    # resumable state, so that a resumed run logs the same means.
-    loss_sum = torch.tensor(since_eval["loss"], dtype=torch.float32, device=device)
-    kd_sum = torch.tensor(since_eval["kd"], dtype=torch.float32, device=device)
-    counts = {"steps": since_eval["steps"], "kd_steps": since_eval["kd_steps"]}
+        if "losses" in saved:
+            losses.load_state_dict(saved["losses"])
+    loggers = open_loggers(out, log, start, desc)  # metrics.jsonl (lines past `start` dropped) and --log backends
 
     def lr_of(step: int) -> float:
         if cfg.optim.schedule != "constant" or cfg.optim.warmup:
@@ -216,17 +212,10 @@ def train(
         return point
 
     def log_metrics(point: dict[str, Any]) -> None:
-        nonlocal loss_sum, kd_sum
-        steps, kd_steps = counts["steps"], counts["kd_steps"]
-        line = {"samples": point["samples"],
-                "train/loss": float(loss_sum) / steps if steps else None,
-                "train/kd_loss": float(kd_sum) / kd_steps if kd_steps else None,
-                "teacher/checkpoint_step": point["teacher"],
+        line = {"samples": point["samples"], **losses.means(), "teacher/checkpoint_step": point["teacher"],
                 "eval/loss": point["loss"], "eval/accuracy": point["accuracy"], "lr": lr_of(max(point["step"] - 1, 0))}
         for logger in loggers:
             logger.log_dict(point["step"], line)
-        loss_sum, kd_sum = torch.zeros_like(loss_sum), torch.zeros_like(kd_sum)
-        counts.update(steps=0, kd_steps=0)
 
     def save_state(step: int) -> None:
         # Weights go to files named by step; state.json, written last, commits them. A kill between the
@@ -234,10 +223,9 @@ def train(
         files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
         save_tensors(state_dir / files["model"], model.state_dict())
         info = _save_optimizer(state_dir / files["optimizer"], opt)
-        since = {"steps": counts["steps"], "loss": float(loss_sum), "kd_steps": counts["kd_steps"], "kd": float(kd_sum)}
         write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
                                               "schedule": schedule.state_dict(), "record": record,
-                                              "since_eval": since})
+                                              "losses": losses.state_dict()})
         for stale in state_dir.glob("*.safetensors"):
             if stale.name not in files.values():
                 stale.unlink()
@@ -265,7 +253,7 @@ def train(
         else:
             segments[-1]["end"] = step + 1
         if cfg.optim.schedule != "constant" or cfg.optim.warmup:
-            lr = lr_of(step)
+            lr = lr_at(step, cfg.steps, cfg.optim)
             for group in opt.param_groups:
                 group["lr"] = lr
         batch = task.train_batch(step, cfg.batch_size)
@@ -274,11 +262,7 @@ def train(
         teacher_logits = teachers.get(ckpt, step, batch)
         loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                       cfg.kd.scale_tau2)
-        loss_sum += loss.detach()
-        counts["steps"] += 1
-        if kd is not None:
-            kd_sum += kd.detach()
-            counts["kd_steps"] += 1
+        losses.add(loss, kd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
