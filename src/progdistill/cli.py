@@ -29,7 +29,7 @@ def cmd_run(args) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
-    summary = run_experiment(recipe, out, progress=not args.quiet)
+    summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log)
     print(f"report: {out / 'report.md'}")
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
@@ -72,10 +72,12 @@ def cmd_recipes(args) -> None:
 def _teacher_stage(args):
     """Load the recipe, prepare the run folder, train (or load) the teacher, detect its phases."""
     from .experiment import prepare_run, teacher_phases, train_teacher
+    from .metric_logging import require_backends
 
     recipe = load_recipe(args.recipe, args.overrides)
+    require_backends(getattr(args, "log", []))
     out = prepare_run(recipe, _out(args, recipe))
-    trajectory = train_teacher(recipe, out, not args.quiet)
+    trajectory = train_teacher(recipe, out, not args.quiet, getattr(args, "log", []))
     return recipe, out, trajectory, teacher_phases(recipe, trajectory, out)
 
 
@@ -96,7 +98,7 @@ def cmd_distill(args) -> None:
     from .experiment import run_students
 
     recipe, out, trajectory, phases = _teacher_stage(args)
-    run_students(recipe, out, trajectory, phases, not args.quiet)
+    run_students(recipe, out, trajectory, phases, not args.quiet, args.log)
     print(f"students: {out / 'students'}")
 
 
@@ -173,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there, "
                        "and a config that only adds seeds, budgets or methods grows it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name != "probe":
+            p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
+                           help="also send the live metrics (written to every model's metrics.jsonl) to TensorBoard "
+                                "or Weights & Biases in offline mode; repeatable; needs the extra of that name")
         p.set_defaults(fn=fn)
         return p
 

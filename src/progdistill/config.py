@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+
+from .plugins import check_keywords, check_kind, import_object, is_import_path
 
 
 STUDENT_SEED_OFFSET = 1000  # a student of seed s draws its data and its init with seed 1000 + s
@@ -120,7 +123,51 @@ class PCFGARTaskConfig(_PCFGTask):
     level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
 
 
-TaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig], Field(discriminator="name")]
+class TensorsTaskConfig(Strict):
+    """Your own tensors (a `TensorTask`) read from a safetensors file."""
+
+    name: Literal["tensors"] = "tensors"
+    path: str = Field(description="safetensors file holding train_inputs, train_targets and, optionally, "
+                      "eval_inputs, eval_targets")
+    eval_fraction: float | None = Field(None, gt=0, lt=1, description="without eval_* tensors in the file: hold "
+                                        "out this fraction of the training examples (a permutation seeded by seed)")
+    seed: int = Field(0, description="defines the held-out split")
+    eval_batch_size: int = Field(1024, ge=1)
+    model_io: dict[str, int] = Field({}, description="model inputs and outputs to set (pad_id, ...) or override; "
+                                     "the rest is inferred from the tensors")
+
+
+class ImportedTaskConfig(BaseModel):
+    """A task named by the import path of a `progdistill.Task` subclass (or a function returning a
+    Task); every other key is a keyword of its constructor. progdistill passes `data_seed` and `device`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(description="package.module:Class")
+
+    @model_validator(mode="after")
+    def _signature(self) -> "ImportedTaskConfig":
+        from .tasks.base import Task
+
+        obj = import_object(self.name)
+        check_kind(obj, self.name, Task, "progdistill Task")
+        check_keywords(obj, self.name, self.model_extra or {}, passed=("data_seed", "device"))
+        return self
+
+
+def _builtin_or_import_path(key: str) -> Discriminator:
+    """Route a section whose `key` is an import path ('package.module:Name') to the plug-in config and
+    every other value to the discriminated union of built-ins (which names a typo's valid choices)."""
+    def tag(value: Any) -> str:
+        name = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        return "(import)" if is_import_path(name) else "(builtin)"
+
+    return Discriminator(tag)
+
+
+BuiltinTaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig, TensorsTaskConfig],
+                              Field(discriminator="name")]
+TaskConfig = Annotated[Union[Annotated[BuiltinTaskConfig, Tag("(builtin)")],
+                             Annotated[ImportedTaskConfig, Tag("(import)")]], _builtin_or_import_path("name")]
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -152,7 +199,29 @@ class GPTLMConfig(_LMConfig):
     type: Literal["gpt-lm"] = "gpt-lm"
 
 
-ModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
+class ImportedModelConfig(BaseModel):
+    """A model named by the import path of a `torch.nn.Module` subclass (or a function returning one);
+    every other key is a keyword of its constructor. Parameters named like the task's `model_io()`
+    (input_dim, num_classes, seq_len, vocab_size, pad_id, ...) that the recipe does not set come from the task."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(description="package.module:Class")
+
+    @model_validator(mode="after")
+    def _signature(self) -> "ImportedModelConfig":
+        from torch import nn
+
+        from .models import STANDARD_IO
+
+        obj = import_object(self.type)
+        check_kind(obj, self.type, nn.Module, "torch.nn.Module")
+        check_keywords(obj, self.type, self.model_extra or {}, supplied=STANDARD_IO)
+        return self
+
+
+BuiltinModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
+ModelConfig = Annotated[Union[Annotated[BuiltinModelConfig, Tag("(builtin)")],
+                              Annotated[ImportedModelConfig, Tag("(import)")]], _builtin_or_import_path("type")]
 
 
 # --- training --------------------------------------------------------------------------------
@@ -178,6 +247,22 @@ class KDSection(Strict):
         if self.kind == "reverse" and self.tau == 0 and self.alpha < 1:
             raise ValueError("reverse KL needs tau > 0")
         return self
+
+
+class TrainSettings(Strict):
+    """The training loop's settings: `trainer.TrainConfig` is checked with this, so the Python API
+    refuses what a recipe would (the optimizer and KD sections are the recipe's own)."""
+
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    optim: OptimSection = OptimSection()
+    kd: KDSection = KDSection()
+    eval_every: int = Field(100, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    log_checkpoints: int = Field(0, ge=0)
+    state_every: int | None = Field(None, ge=1)
+    save_final: bool = True
 
 
 class TeacherSection(Strict):
@@ -342,7 +427,8 @@ class ReportSection(Strict):
     target: float = Field(0.95, gt=0, le=1, description="accuracy for samples_to_target")
 
 
-TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",)}
+TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",),
+               "tensors": ()}  # a task imported by path: its probes() are checked when the run starts
 
 
 class Recipe(Strict):
@@ -374,7 +460,7 @@ class Recipe(Strict):
         if self.probe.oracle and task != "pcfg-mlm":
             raise ValueError(f"probe.oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {task!r}")
         for name in enabled:
-            if name not in TASK_PROBES[task]:
+            if task in TASK_PROBES and name not in TASK_PROBES[task]:
                 raise ValueError(f"probe.{name}: not available for task {task!r} (it has: {list(TASK_PROBES[task])})")
         for name in self.students.probe_final:
             if name not in enabled:
@@ -524,13 +610,14 @@ def _walk(annotation: Any) -> list[Any]:
     return out
 
 
-def _error_lines(e: ValidationError) -> list[str]:
-    """One 'dotted.key: message' per location, union alternatives merged with 'or'."""
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(dotted key, message) of every problem pydantic found, in the recipe's words: one entry per key,
+    the alternatives of a union merged with 'or'."""
     tags, by_key = _tags(), {}
-    for err in e.errors():
+    for err in error.errors():
         parts = [str(x) for x in err["loc"]]
-        loc = ".".join(x for x in parts if x not in tags and not x.startswith(("function-", "tagged-", "literal[",
-                                                                              "constrained-")))
+        loc = ".".join(x for x in parts if x not in tags and not x.startswith(
+            ("function-", "tagged-", "literal[", "constrained-", "(")))
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         if (key := re.match(r"\[(\w+)\] ", msg)) is not None:  # a section's check that names its key
@@ -540,10 +627,12 @@ def _error_lines(e: ValidationError) -> list[str]:
             msg = f"needs a '{tag}' key"
             if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
                 msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
-        by_key.setdefault(loc or "(top)", [])
-        if msg not in by_key[loc or "(top)"]:
-            by_key[loc or "(top)"].append(msg)
-    return [f"{key}: {' or '.join(msgs)}" for key, msgs in by_key.items()]
+        elif err["type"] == "union_tag_invalid" and "(builtin)" in parts:
+            msg += ", or an import path 'package.module:Name'"
+        by_key.setdefault(loc, [])
+        if msg not in by_key[loc]:
+            by_key[loc].append(msg)
+    return [(loc, " or ".join(msgs)) for loc, msgs in by_key.items()]
 
 
 def validate(raw: Any, source: str = "<recipe>") -> Recipe:
@@ -553,9 +642,33 @@ def validate(raw: Any, source: str = "<recipe>") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(_error_lines(e))) from None
+        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc or '(top)'}: {msg}"
+                                                                   for loc, msg in _problems(e))) from None
     except RecursionError:
         raise RecipeError(f"{source}: the recipe is nested too deeply") from None
+
+
+TASK: TypeAdapter = TypeAdapter(TaskConfig)
+MODEL: TypeAdapter = TypeAdapter(ModelConfig)
+METHOD: TypeAdapter = TypeAdapter(Method)
+
+
+def validate_section(schema: type[BaseModel] | TypeAdapter, value: Any, where: str) -> Any:
+    """`value` (a dict, or an already validated section) checked exactly as the recipe section `schema`
+    (a config class, or one of TASK / MODEL / METHOD) checks it in a recipe, for the Python API.
+
+    Raises RecipeError (a ValueError) naming every bad key as `where.key`, on one line."""
+    try:
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_python(value)
+        return schema.model_validate(value)
+    except ValidationError as e:
+        raise RecipeError(one_line(e, where)) from None
+
+
+def one_line(error: ValidationError, where: str) -> str:
+    """A pydantic error as one line naming every bad key as `where.key`."""
+    return "; ".join(f"{where}{'.' + loc if loc else ''}: {msg}" for loc, msg in _problems(error))
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
