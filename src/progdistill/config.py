@@ -324,6 +324,9 @@ class Recipe(Strict):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward passes under bfloat16 "
                                                "autocast (GPU speed); weights, optimizer and losses stay fp32")
+    batch1: Literal["auto", "numba", "torch", "off"] = Field(
+        "auto", description="the batch-1 path for SGD at batch size 1 on a one-hidden-layer MLP (docs/batch1.md): "
+        "auto = where it applies (Numba on a CPU when installed, else torch ops), off = the generic loop")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
@@ -333,6 +336,11 @@ class Recipe(Strict):
     probe: ProbeSection = ProbeSection()
     students: StudentsSection
     report: ReportSection = ReportSection()
+
+    @field_validator("batch1", mode="before")
+    @classmethod
+    def _batch1_switch(cls, value: Any) -> Any:
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value  # YAML off/on
 
     @field_validator("device")
     @classmethod
