@@ -81,7 +81,7 @@ def test_batch1_path_trains_like_the_generic_loop(tmp_path, teacher, backend, ca
     generic, generic_record = generic_runs[case]
     chunks = chunks_counted(monkeypatch)
     fast, fast_record = run(backend)
-    assert chunks == [0, 80, 160]  # chunks end at the evaluation steps (T is 256 at this width)
+    assert chunks == [0, 80, 160]  # chunks end at the evaluation steps (T is 128)
     for a, b in zip(generic.parameters(), fast.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     assert fast_record["supervision"] == generic_record["supervision"]

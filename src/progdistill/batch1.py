@@ -27,6 +27,7 @@ files at the same steps, and a run resumes bit-identically to itself.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -46,8 +47,9 @@ BACKENDS = ("auto", "numba", "torch", "off")
 
 
 def default_sizes(width: int) -> tuple[int, int]:
-    """(chunk T, block B) for a hidden width, chosen by measurement (benchmarks/bench_batch1.py --sweep)."""
-    return (256, 32) if width <= 4096 else (64, 16)
+    """(chunk T, block B) for a hidden width, chosen by measurement at d=100 and widths 1,000 and 50,000
+    (benchmarks/bench_batch1.py --sweep; T=128, B=32 was best or within noise of it at both)."""
+    return 128, 32
 
 
 def blocker(model: nn.Module, task: Task, cfg: "TrainConfig", step: int = 0) -> str | None:
@@ -244,8 +246,11 @@ class Batch1Path:
 
 def _record(supervision: list[dict[str, Any]], start: int, ckpts: list[int | None]) -> None:
     """Extend the supervision segments by steps start.. supervised by `ckpts`, as the generic loop does."""
-    for i, ckpt in enumerate(ckpts):
-        if not supervision or supervision[-1]["checkpoint"] != ckpt:
-            supervision.append({"start": start + i, "end": start + i + 1, "checkpoint": ckpt})
+    step = start
+    for ckpt, run in itertools.groupby(ckpts):
+        end = step + sum(1 for _ in run)
+        if supervision and supervision[-1]["checkpoint"] == ckpt:
+            supervision[-1]["end"] = end
         else:
-            supervision[-1]["end"] = start + i + 1
+            supervision.append({"start": step, "end": end, "checkpoint": ckpt})
+        step = end

@@ -38,17 +38,23 @@ def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # prag
     zero = np.float32(0.0)
     for t in range(r0, r1):
         z = Z[t]
-        for s in range(r0, t):  # rank-1 updates of the earlier steps of this block
-            c = M[t, s]
-            g = G[s]
-            for j in range(h):
-                z[j] -= c * g[j]
+        g = G[t]
         for k in range(C):
-            w = W2[k]
-            acc = zero
-            for j in range(h):
-                acc += w[j] * max(z[j], zero)
-            o[k] = acc + b2[k]
+            o[k] = b2[k]
+        for j0 in range(0, h, TILE):  # tiles stay in L1 between the passes over them
+            zt = z[j0:j0 + TILE]  # slices, so that loops run from 0 (no index wrap-around: they vectorize)
+            n = zt.shape[0]
+            for s in range(r0, t):  # rank-1 updates of the earlier steps of this block
+                c = M[t, s]
+                gs = G[s, j0:j0 + TILE]
+                for j in range(n):
+                    zt[j] -= c * gs[j]
+            for k in range(C):
+                w = W2[k, j0:j0 + TILE]
+                acc = zero
+                for j in range(n):
+                    acc += w[j] * max(zt[j], zero)
+                o[k] += acc
         for k in range(C):
             e[k] = -R[t, k]
         if c_hard[t] != 0:
@@ -69,21 +75,26 @@ def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # prag
                 e[k] += c_soft[t] * q[k] / total
         lr = lrs[t]
         dec = decay[t]
-        g = G[t]
-        for j in range(h):
-            g[j] = np.float32(0.0)
-        for k in range(C):  # backward to the hidden units, then the second layer's SGD update
-            w = W2[k]
-            ek = e[k]
-            step = lr * ek
-            for j in range(h):
-                g[j] += w[j] * ek
-                w[j] = dec * w[j] - step * max(z[j], np.float32(0.0))
-        for j in range(h):  # through the ReLU
-            g[j] = g[j] if z[j] > 0 else np.float32(0.0)
+        for j0 in range(0, h, TILE):  # backward to the hidden units and the second layer's SGD update
+            zt = z[j0:j0 + TILE]
+            gt = g[j0:j0 + TILE]
+            n = zt.shape[0]
+            for j in range(n):
+                gt[j] = zero
+            for k in range(C):
+                w = W2[k, j0:j0 + TILE]
+                ek = e[k]
+                step = lr * ek
+                for j in range(n):
+                    gt[j] += w[j] * ek
+                    w[j] = dec * w[j] - step * max(zt[j], zero)
+            for j in range(n):  # through the ReLU
+                gt[j] = gt[j] if zt[j] > 0 else zero
         for k in range(C):
             b2[k] = dec * b2[k] - lr * e[k]
 
+
+TILE = 512  # floats per tile of the hidden units
 
 # Reassociation and contraction let the reductions vectorize; NaN and inf keep their meaning, so a diverging
 # run still shows a non-finite held-out loss.
