@@ -12,7 +12,8 @@ on the same examples:
 - batch1: `progdistill.batch1.Batch1Path` (Numba kernel; drawing its examples from the task itself);
 - batch1-torch: the same path with torch ops instead of the Numba kernel (its fallback and GPU variant).
 Rounds are interleaved (every variant once per round, in turn), each variant running whole chunks for
-about `--seconds`; the table gives the median samples/s over the rounds and the ratios of the medians.
+about `--seconds`; the table gives the median samples/s over the rounds, by wall clock and by this
+process's CPU time (steadier on a shared machine), and the ratios of the medians.
 Before timing, the batch-1 path and the plain loop train 300 steps from one init and must agree.
 """
 
@@ -111,11 +112,11 @@ def check(task: ParityTask, width: int, backend: str) -> float:
     return max(float((a - b).abs().max()) for a, b in zip(plain.model.parameters(), fast.model.parameters()))
 
 
-def timed(variant, steps: int) -> float:
-    start = time.perf_counter()
-    with torch.no_grad() if isinstance(variant, Fast) else torch.enable_grad():
-        variant.run(steps)
-    return steps / (time.perf_counter() - start)
+def timed(variant, steps: int) -> tuple[float, float]:
+    """(samples per wall-clock second, samples per CPU second of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    variant.run(steps)
+    return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
 
 
 def calibrate(variant, seconds: float, multiple: int) -> int:
@@ -130,14 +131,15 @@ def calibrate(variant, seconds: float, multiple: int) -> int:
         steps *= 4
 
 
-def compare(width: int, variants: dict, args) -> dict[str, float]:
+def compare(width: int, variants: dict, args) -> dict[str, tuple[float, float]]:
+    """name -> (median samples/s by wall clock, median samples/s by CPU time) over interleaved rounds."""
     multiples = {name: getattr(v, "path", None) and v.path.chunk or 1 for name, v in variants.items()}
     steps = {name: calibrate(v, args.seconds, multiples[name]) for name, v in variants.items()}
-    rates: dict[str, list[float]] = {name: [] for name in variants}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, v in variants.items():
             rates[name].append(timed(v, steps[name]))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for name, r in rates.items()}
 
 
 def main() -> None:
@@ -153,7 +155,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backend = "numba" if batch1_kernels.NUMBA else "torch"
     print(f"torch {torch.__version__}, {args.threads} thread(s), numba: {batch1_kernels.NUMBA}; parity d={D} k={K}, "
-          f"SGD lr {LR}, batch 1; median samples/s of {args.rounds} interleaved rounds of ~{args.seconds} s")
+          f"SGD lr {LR}, batch 1; median of {args.rounds} interleaved rounds of ~{args.seconds} s each")
     task = ParityTask(d=D, k=K, eval_size=64, data_seed=1)
     data = task.train_examples(0, 1 << 16)
     for width in args.widths:
@@ -161,10 +163,11 @@ def main() -> None:
             sizes = [(t, b) for t in args.chunks for b in args.blocks if b <= t]
             variants = {f"T={t} B={b}": Fast(width, task, backend, t, b) for t, b in sizes}
             rates = compare(width, variants, args)
-            best = max(rates.values())
-            print(f"\nwidth {width} (default T, B = {default_sizes(width)}):")
-            for name, rate in rates.items():
-                print(f"  {name:12s} {rate:10.0f} samples/s  {rate / best:5.2f} of the best")
+            best = [max(r[i] for r in rates.values()) for i in (0, 1)]
+            print(f"\nwidth {width} (default T, B = {default_sizes(width)}): samples/s by wall clock | by CPU time")
+            for name, (wall, cpu) in rates.items():
+                print(f"  {name:12s} {wall:9.0f} ({wall / best[0]:4.2f} of the best) | {cpu:9.0f} "
+                      f"({cpu / best[1]:4.2f})")
             continue
         diff = check(task, width, backend)
         variants = {"paper": Paper(width, data.inputs, data.targets), "plain": Plain(width, data.inputs, data.targets),
@@ -174,11 +177,12 @@ def main() -> None:
         rates = compare(width, variants, args)
         print(f"\nwidth {width}: batch-1 path vs plain loop after 300 steps from one init: max |weight diff| "
               f"{diff:.1e}")
-        for name, rate in rates.items():
-            print(f"  {name:13s} {rate:10.0f} samples/s  {1e6 / rate:8.1f} us/step")
+        print(f"  {'':13s} {'wall clock':>24s} | {'CPU time':>24s}")
+        for name, (wall, cpu) in rates.items():
+            print(f"  {name:13s} {wall:9.0f} samples/s {1e6 / wall:7.0f} us | {cpu:9.0f} samples/s {1e6 / cpu:7.0f} us")
         for name in [n for n in rates if n.startswith("batch1")]:
-            print(f"  {name} / paper: {rates[name] / rates['paper']:6.1f}x   {name} / plain: "
-                  f"{rates[name] / rates['plain']:6.1f}x")
+            ratios = [f"{rates[name][i] / rates[ref][i]:6.1f}x" for ref in ("paper", "plain") for i in (0, 1)]
+            print(f"  {name} / paper: {ratios[0]} wall, {ratios[1]} CPU;  / plain: {ratios[2]} wall, {ratios[3]} CPU")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ BACKENDS = ("auto", "numba", "torch", "off")
 
 
 def default_sizes(width: int) -> tuple[int, int]:
-    """(chunk T, block B) for a hidden width, chosen by measurement at d=100 and widths 1,000 and 50,000
-    (benchmarks/bench_batch1.py --sweep; T=128, B=32 was best or within noise of it at both)."""
-    return 128, 32
+    """(chunk T, block B) for a hidden width: the best by CPU time at d=100 of T in 32..256 and B in 16..64
+    at width 1,000 (T=128, B=32) and at width 50,000 (T=64, B=16) (benchmarks/bench_batch1.py --sweep)."""
+    return (128, 32) if width < 10_000 else (64, 16)
 
 
 def blocker(model: nn.Module, task: Task, cfg: "TrainConfig", step: int = 0) -> str | None:
