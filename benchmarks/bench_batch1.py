@@ -109,7 +109,8 @@ def check(task: ParityTask, width: int, backend: str) -> float:
     plain, fast = Plain(width, batch.inputs, batch.targets), Fast(width, task, backend)
     plain.run(300)
     fast.run(300)
-    return max(float((a - b).abs().max()) for a, b in zip(plain.model.parameters(), fast.model.parameters()))
+    pairs = zip(plain.model.parameters(), fast.model.parameters())
+    return max(float((a - b).detach().abs().max()) for a, b in pairs)
 
 
 def timed(variant, steps: int) -> tuple[float, float]:

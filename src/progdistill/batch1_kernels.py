@@ -22,13 +22,15 @@ except ImportError:  # pragma: no cover - depends on the installation
 def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # pragma: no cover (compiled)
     """Steps r0..r1-1 of a chunk of T steps of a width-h MLP with C classes (all arrays float32, C-contiguous).
 
-    Z [T, h]: pre-activations; on entry row t holds the chunk's starting weights applied to x_t minus the
-    updates of the chunk's steps before r0; rows r0..r1-1 are overwritten with the true pre-activations.
+    Z [T, h]: pre-activations; on entry row t holds the chunk's starting weights applied to x_t (times the
+    weight decay of the steps before t) minus the updates of the chunk's steps before r0; rows r0..r1-1 are
+    overwritten with the true pre-activations.
     M [T, T]: M[t, s] = lr_s * (x_t . x_s + 1) * prod_{s<u<t} decay_u, the coupling of step s's rank-1
     first-layer update into step t. lrs, decay [T]: learning rate and 1 - lr * weight_decay per step.
     W2 [C, h], b2 [C]: the second layer, updated in place by SGD. The gradient of the loss w.r.t. the
     logits o is c_hard[t] * softmax(o) + c_soft[t] * softmax(o / tau) - R[t] (R [T, C], c_hard, c_soft [T]:
-    the targets and loss weights, see `Batch1Path._targets`). G [T, h]: out, row t = the gradient of step t's loss w.r.t. its pre-activations.
+    the targets and loss weights, see `Batch1Path._targets`). G [T, h]: out, row t = the gradient of step
+    t's loss w.r.t. its pre-activations.
     """
     h = Z.shape[1]
     C = W2.shape[0]
