@@ -175,12 +175,24 @@ def test_where_the_batch1_path_does_not_apply():
         make_batch1_path(model, task, TrainConfig(**{**base, "batch1": "fast"}), lambda s: 0.1, teachers)
 
 
-def test_recipe_key_batch1():
+def test_recipe_key_batch1(monkeypatch):
     assert load_recipe("parity-mlp-paper").batch1 == "auto"
     assert load_recipe("parity-mlp-paper", ["batch1=off"]).batch1 == "off"  # YAML reads off as false
     assert load_recipe("parity-mlp-paper", ["batch1=torch"]).batch1 == "torch"
-    with pytest.raises(RecipeError, match="batch1"):
+    assert load_recipe("parity-mlp-small", ["batch1=off"]).batch1 == "off"
+    with pytest.raises(RecipeError, match="batch1: Input should be 'auto', 'numba', 'torch' or 'off'"):
         load_recipe("parity-mlp-paper", ["batch1=fast"])
+    with pytest.raises(RecipeError, match="batch1=torch forces the batch-1 path, which cannot train the teacher: "
+                                          r"teacher.batch_size is 32 \(it needs 1\); use batch1=auto"):
+        load_recipe("parity-mlp-small", ["batch1=torch"])
+    with pytest.raises(RecipeError, match="cannot train the students: students.optim.momentum is 0.9"):
+        load_recipe("parity-mlp-paper", ["batch1=torch", "students.optim.momentum=0.9"])
+    with pytest.raises(RecipeError, match="batch1=numba runs on the CPU, not on device cuda"):
+        load_recipe("parity-mlp-paper", ["batch1=numba"])
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
+    with pytest.raises(RecipeError, match=r"batch1=numba: Numba is not installed \(pip install "
+                                          r"'progdistill\[fast\]'\)"):
+        load_recipe("parity-mlp-paper", ["batch1=numba", "device=cpu"])
 
 
 @pytest.mark.parametrize("train_size", [None, 50])
