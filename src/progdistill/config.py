@@ -6,6 +6,7 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from importlib import resources
 from pathlib import Path
@@ -263,6 +264,7 @@ class TrainSettings(Strict):
     log_checkpoints: int = Field(0, ge=0)
     state_every: int | None = Field(None, ge=1)
     save_final: bool = True
+    batch1: Literal["auto", "numba", "torch", "off"] = "auto"
 
 
 class TeacherSection(Strict):
@@ -437,6 +439,9 @@ class Recipe(Strict):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward passes under bfloat16 "
                                                "autocast (GPU speed); weights, optimizer and losses stay fp32")
+    batch1: Literal["auto", "numba", "torch", "off"] = Field(
+        "auto", description="the batch-1 path for SGD at batch size 1 on a one-hidden-layer MLP (docs/batch1.md): "
+        "auto = where it applies (Numba on a CPU when installed, else torch ops), off = the generic loop")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
@@ -446,6 +451,11 @@ class Recipe(Strict):
     probe: ProbeSection = ProbeSection()
     students: StudentsSection
     report: ReportSection = ReportSection()
+
+    @field_validator("batch1", mode="before")
+    @classmethod
+    def _batch1_switch(cls, value: Any) -> Any:
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value  # YAML off/on
 
     @field_validator("device")
     @classmethod
@@ -475,6 +485,40 @@ class Recipe(Strict):
             raise ValueError(f"teacher.seed {self.teacher.seed}: student seed {self.teacher.seed - STUDENT_SEED_OFFSET} "
                              f"would train on the teacher's own data (a student's data seed is {STUDENT_SEED_OFFSET} "
                              "+ its seed); choose another teacher.seed")
+        return self
+
+
+    @model_validator(mode="after")
+    def _batch1_applies(self) -> "Recipe":
+        """batch1=numba / torch forces the batch-1 path: refuse, before any file is written, a recipe it
+        cannot run (`batch1.blocker` checks the same at run time, with the task and the model)."""
+        if self.batch1 not in ("numba", "torch"):
+            return self
+        if self.batch1 == "numba" and self.device != "cpu":
+            raise ValueError(f"batch1=numba runs on the CPU, not on device {self.device}; use batch1=torch or auto")
+        if self.batch1 == "numba" and importlib.util.find_spec("numba") is None:
+            raise ValueError("batch1=numba: Numba is not installed (pip install 'progdistill[fast]'); use batch1=auto")
+        sections = [("students", self.students)] if self.teacher.path else [("teacher", self.teacher),
+                                                                           ("students", self.students)]
+        for name, section in sections:
+            o, model = section.optim, section.model
+            kd = getattr(section, "kd", None)
+            problems = [
+                (section.batch_size != 1, f"batch_size is {section.batch_size} (it needs 1)"),
+                (o.name != "sgd", f"optim.name is {o.name} (it needs sgd)"),
+                (o.momentum != 0, f"optim.momentum is {o.momentum} (it needs 0)"),
+                (o.grad_clip is not None, "optim.grad_clip is set (it needs none)"),
+                (o.lr * o.weight_decay >= 1, "optim.lr * optim.weight_decay is >= 1"),
+                (model.type != "mlp" or getattr(model, "depth", 1) != 1,
+                 "model is not an mlp of depth 1"),
+                (kd is not None and kd.alpha < 1 and kd.tau > 0 and kd.kind != "forward",
+                 f"kd.kind is {getattr(kd, 'kind', None)} (it needs forward)"),
+                (self.precision != "fp32", f"precision is {self.precision} (it needs fp32)"),
+            ]
+            for failed, why in problems:
+                if failed:
+                    raise ValueError(f"batch1={self.batch1} forces the batch-1 path, which cannot train the {name}: "
+                                     f"{why if why.startswith('precision') else f'{name}.{why}'}; use batch1=auto")
         return self
 
 

@@ -219,7 +219,7 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
     model, arch = make_model(t.model, task, t.seed, recipe.device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
-                      log_checkpoints=t.log_checkpoints)
+                      log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
             "config_hash": config_hash(recipe.model_dump(mode="json")["teacher"])}
     train(model, task, cfg, folder, meta, progress=progress, desc="teacher", log=log)
@@ -367,7 +367,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     model, arch = make_model(s.model, task, STUDENT_SEED_OFFSET + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
-                      kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
+                      kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every, batch1=recipe.batch1)
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
     outputs = "labels" if cfg.kd.tau == 0 else "logits"
     cache = out / "teacher-outputs" / f"seed-{seed}-batch-{s.batch_size}-{outputs}"

@@ -9,6 +9,7 @@ step, and a resumable state (model + optimizer + schedule) that a kill at any po
 
 from __future__ import annotations
 
+import bisect
 import math
 import shutil
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batch1 import make_batch1_path
 from .config import KDSection, OptimSection, RecipeError, TrainSettings, one_line, validate_section
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_terms
@@ -73,6 +75,7 @@ class TrainConfig:
     log_checkpoints: int = 0  # extra log-spaced checkpoints before the first regular one
     state_every: int | None = None  # resumable state cadence (default: every eval)
     save_final: bool = True
+    batch1: str = "auto"  # the batch-1 path (batch1.py): "auto" where it applies, "numba", "torch", "off"
 
     def __post_init__(self) -> None:
         checked = validate_section(TrainSettings, {f.name: getattr(self, f.name) for f in fields(self)}, "TrainConfig")
@@ -111,6 +114,15 @@ def checkpoint_steps(cfg: TrainConfig) -> set[int]:
     if cfg.log_checkpoints:
         steps |= {int(s) for s in np.unique(np.geomspace(1, cfg.checkpoint_every, cfg.log_checkpoints + 1).round())}
     return {s for s in steps if s <= cfg.steps}
+
+
+def next_boundary(step: int, cfg: TrainConfig, checkpoints: list[int], state_every: int) -> int:
+    """The first step after `step` at which training evaluates, saves a checkpoint or its state, or ends
+    (`checkpoints`: the sorted checkpoint steps). An early stop (`stop_at`) is not one: on the batch-1 path a
+    run stopped early stops at the first of these at or after it, so that it resumes bit-identically."""
+    nxt = min(cfg.steps, (step // cfg.eval_every + 1) * cfg.eval_every, (step // state_every + 1) * state_every)
+    i = bisect.bisect_right(checkpoints, step)
+    return min(nxt, checkpoints[i]) if i < len(checkpoints) else nxt
 
 
 def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -264,37 +276,46 @@ def train(
             save_ckpt(0, point)
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress, leave=False, mininterval=1.0)
     model.train()
-    for step in range(start, cfg.steps):
-        ckpt = schedule.checkpoint(step)
-        segments = record["supervision"]
-        if not segments or segments[-1]["checkpoint"] != ckpt:
-            segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
+    # The batch-1 path (batch1.py) runs the steps up to the next evaluation / checkpoint / state step at once.
+    fast = make_batch1_path(model, task, cfg, lambda s: lr_at(s, cfg.steps, cfg.optim), teachers, start) \
+        if start < cfg.steps else None
+    boundaries = sorted(ckpt_steps)
+    step = start
+    while step < cfg.steps:
+        if fast is not None:
+            done = fast.run(step, next_boundary(step, cfg, boundaries, state_every), task, schedule,
+                            record["supervision"])
         else:
-            segments[-1]["end"] = step + 1
-        if cfg.optim.schedule != "constant" or cfg.optim.warmup:
-            lr = lr_at(step, cfg.steps, cfg.optim)
-            for group in opt.param_groups:
-                group["lr"] = lr
-        batch = task.train_batch(step, cfg.batch_size)
-        with autocast(device, cfg.precision):
-            logits, targets = selected(model(batch.inputs).float(), batch.targets)
-        teacher_logits = teachers.get(ckpt, step, batch)
-        loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
-                                      cfg.kd.scale_tau2)
-        losses.add(loss, kd)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        done = step + 1
+            done = step + 1
+            ckpt = schedule.checkpoint(step)
+            segments = record["supervision"]
+            if not segments or segments[-1]["checkpoint"] != ckpt:
+                segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
+            else:
+                segments[-1]["end"] = step + 1
+            if cfg.optim.schedule != "constant" or cfg.optim.warmup:
+                lr = lr_at(step, cfg.steps, cfg.optim)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            batch = task.train_batch(step, cfg.batch_size)
+            with autocast(device, cfg.precision):
+                logits, targets = selected(model(batch.inputs).float(), batch.targets)
+            teacher_logits = teachers.get(ckpt, step, batch)
+            loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
+                                          cfg.kd.scale_tau2)
+            losses.add(loss, kd)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
         point = None
         if done % cfg.eval_every == 0 or done == cfg.steps or done in ckpt_steps:
             point = evaluate(done)
             bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.3f}", refresh=False)
         if done in ckpt_steps:
             save_ckpt(done, point)
-        bar.update(1)
+        bar.update(done - step)
         if stop_at is not None and done >= stop_at and done < cfg.steps:
             save_state(done)
             bar.close()
@@ -303,6 +324,7 @@ def train(
             return record
         if done % state_every == 0 and done < cfg.steps:
             save_state(done)
+        step = done
     bar.close()
     for logger in loggers:
         logger.close()

@@ -78,6 +78,12 @@ class Task(ABC):
     def train_batch(self, step: int, batch_size: int) -> Batch:
         """The training batch of `step`: a pure function of (task keywords, data_seed, step, batch_size)."""
 
+    def train_examples(self, start: int, stop: int) -> Batch:
+        """The batch-size-1 training batches of steps [start, stop) stacked: row i of inputs and targets is
+        `train_batch(start + i, 1)`. Tasks override this to draw a range at once (the batch-1 path)."""
+        batches = [self.train_batch(step, 1) for step in range(start, stop)]
+        return Batch(torch.cat([b.inputs for b in batches]), torch.cat([b.targets for b in batches]))
+
     @abstractmethod
     def eval_batches(self) -> list[Batch]:
         """The fixed held-out set, in batches."""
