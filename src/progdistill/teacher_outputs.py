@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .io import CheckpointError, load_tensors, save_tensors
+from .models.outputs import logits_of
 from .precision import autocast
 from .tasks.base import Batch, Task, selected
 from .trajectory import Trajectory
@@ -48,7 +49,7 @@ class TeacherOutputs:
 
     def _compute(self, checkpoint: int, batch: Batch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
-            logits, _ = selected(self.model(checkpoint)(batch.inputs).float(), batch.targets)
+            logits, _ = selected(logits_of(self.model(checkpoint)(batch.inputs)).float(), batch.targets)
         return logits.argmax(-1) if self.labels_only else logits
 
     def get(self, checkpoint: int | None, step: int, batch: Batch) -> torch.Tensor | None:

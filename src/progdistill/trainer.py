@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_loss
+from .models.hf import HFModel, as_task_model, describe
+from .models.outputs import logits_of
 from .precision import autocast
 from .schedule import TeacherSchedule
 from .tasks.base import Task, selected
@@ -142,12 +144,16 @@ def train(
 ) -> dict[str, Any]:
     """Train `model` on `task`, resuming from `out/state` if present. Returns the run's record.
 
-    `meta` is stored in every checkpoint (must hold the resolved architecture under 'model').
+    `model` may also be a bare `transformers` model (it is wrapped to take the task's inputs; its outputs are
+    read by `logits_of`). `meta` is stored in every checkpoint (must hold the resolved architecture under 'model').
     `stop_at` ends the run early after that step with its state saved, as an interruption would.
     `teacher_cache`: a folder where the teacher's outputs on this data stream are cached (see
     `TeacherOutputs`); share it only between runs with the same task, data seed and batch size.
     """
     out = Path(out)
+    model = as_task_model(model, task.model_io())
+    if isinstance(model, HFModel) and "model" not in meta:
+        meta = {**meta, "model": describe(model)}
     schedule = schedule or TeacherSchedule(None)
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optim)
@@ -219,7 +225,7 @@ def train(
                 group["lr"] = lr
         batch = task.train_batch(step, cfg.batch_size)
         with autocast(device, cfg.precision):
-            logits, targets = selected(model(batch.inputs).float(), batch.targets)
+            logits, targets = selected(logits_of(model(batch.inputs)).float(), batch.targets)
         teacher_logits = teachers.get(ckpt, step, batch)
         loss = distillation_loss(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                  cfg.kd.scale_tau2)
