@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from pydantic import TypeAdapter
 
-from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
+from .config import (STUDENT_SEED_OFFSET, HFModelConfig, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod,
+                     validate)
+from .external import ExternalTrajectory, open_trajectory, trajectory_kind
 from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
@@ -49,13 +51,48 @@ def require_device(device: str) -> None:
         raise RecipeError("device 'mps' is not available on this machine; override device=cpu")
 
 
+def check_models(recipe: Recipe, task: Task) -> None:
+    """Refuse, naming the recipe key, models that do not fit the task and a `teacher.path` that is not a usable
+    trajectory for it (every checkpoint of a trajectory from outside is checked: folders, config, weight shapes)."""
+    io = task.model_io()
+    sections = [("students.model", recipe.students.model)] + ([] if recipe.teacher.path else
+                                                              [("teacher.model", recipe.teacher.model)])
+    for key, model in sections:
+        try:
+            resolve_architecture(model.model_dump(), io)
+        except ValueError as e:
+            raise RecipeError(f"{key}: {e}") from None
+    if recipe.teacher.path:
+        teacher_trajectory(recipe, io)
+
+
+def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
+    """The trajectory at `teacher.path`, checked against the task's model io `io`: a progdistill teacher folder, or
+    one from outside (`external.open_trajectory`: a Trainer folder or hub revisions; its curve may still need
+    evaluating). Raises RecipeError or CheckpointError."""
+    t = recipe.teacher
+    if trajectory_kind(t.path) != "native":
+        model_class = t.model.model_class if isinstance(t.model, HFModelConfig) else None
+        return open_trajectory(t.path, io, t.revision_steps, model_class)
+    if (Path(t.path) / "state").is_dir():  # only an interrupted training leaves its state
+        raise RecipeError(f"teacher.path {t.path}: this teacher's training was interrupted; finish "
+                          "it first (run its recipe again with the same --out)")
+    trajectory = Trajectory(t.path)
+    wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
+    if wrong:
+        raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
+    return trajectory
+
+
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Check the device and the task, create the run folder and write run.json; refuse a folder that holds a different
-    recipe, unless this one only adds students to it (`grows`). A folder written by an older version is the
-    same recipe if its config, read by this version (which fills in keys added since with their defaults),
-    equals this one."""
+    """Check the device, the task, the models and `teacher.path`, create the run folder and write run.json; refuse a
+    folder that holds a different recipe, unless this one only adds students to it (`grows`). A folder written by an
+    older version is the same recipe if its config, read by this version (which fills in keys added since with their
+    defaults), equals this one."""
     require_device(recipe.device)
-    build_task(recipe.task)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
+    # the task's errors (a grammar missing or not parsing, ...), the models' and the teacher trajectory's come
+    # before run.json exists
+    check_models(recipe, build_task(recipe.task))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
@@ -153,14 +190,17 @@ def make_model(arch_cfg, task: Task, seed: int, device: str) -> tuple[torch.nn.M
     return build_model(arch).to(device), arch
 
 
-def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
+def finished_teacher(recipe: Recipe, out: Path, progress: bool = False) -> Trajectory | None:
     """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished. A `teacher.path`
-    may be any folder of checkpoints (without progdistill's curve.json too), but not an interrupted training."""
+    may be any folder of progdistill checkpoints (without progdistill's curve.json too), but not an interrupted
+    training, or a trajectory from outside (a Trainer folder, hub revisions): its curve comes from its
+    trainer_state.json, or is evaluated on the task once and cached in out/teacher_curve.json."""
     if recipe.teacher.path:
-        if (Path(recipe.teacher.path) / "state").is_dir():  # only an interrupted training leaves its state
-            raise RecipeError(f"teacher.path {recipe.teacher.path}: this teacher's training was interrupted; finish "
-                              "it first (run its recipe again with the same --out)")
-        return Trajectory(recipe.teacher.path)
+        task = build_task(recipe.task, device=recipe.device)
+        trajectory = teacher_trajectory(recipe, task.model_io())
+        if isinstance(trajectory, ExternalTrajectory):
+            trajectory.evaluate_curve(task, out / "teacher_curve.json", recipe.device, progress)
+        return trajectory
     folder = out / "teacher"
     return Trajectory(folder) if (folder / "curve.json").is_file() else None
 
@@ -168,13 +208,7 @@ def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
 def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajectory:
     """Train (or resume) the teacher, saving its trajectory under out/teacher."""
     t: TeacherSection = recipe.teacher
-    done = finished_teacher(recipe, out)
-    if done is not None and t.path:
-        arch = done.meta(done.steps[-1]).get("model", {})
-        wrong = io_mismatches(arch, build_task(recipe.task).model_io())
-        if wrong:
-            raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task "
-                              f"({'; '.join(wrong)})")
+    done = finished_teacher(recipe, out, progress)
     if done is not None:
         return done
     folder = out / "teacher"
@@ -239,7 +273,7 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
 def source_probes(recipe: Recipe) -> Path | None:
     """The probes/ folder of the run that trained `teacher.path`, if that run had the same task, probe
     settings and device: its probe files are then what this run would compute, and are reused."""
-    if not recipe.teacher.path:
+    if not recipe.teacher.path or isinstance(recipe.teacher.path, list):
         return None
     teacher = Path(recipe.teacher.path).resolve()
     previous = _readable(teacher.parent / "run.json")
@@ -355,13 +389,15 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     return result
 
 
-def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
+def _student_job(recipe_json: dict[str, Any], out: str, phases: dict | None,
                  method: dict[str, Any], budget: int, seed: int) -> dict[str, Any]:
     recipe = validate(recipe_json)
     torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
     ph = Phases(**phases) if phases else None
-    return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, METHOD.validate_python(method),
-                         budget, seed, progress=False)
+    trajectory = finished_teacher(recipe, Path(out))
+    assert trajectory is not None, "students train after the teacher"
+    return train_student(recipe, Path(out), trajectory, ph, METHOD.validate_python(method), budget, seed,
+                         progress=False)
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
@@ -380,7 +416,7 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # avoid spin-waiting threads across processes
     ctx = __import__("multiprocessing").get_context("spawn")
     results: list[dict[str, Any]] = []
-    args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
+    args = (recipe.model_dump(mode="json"), str(out), phases.to_dict() if phases else None)
     with ProcessPoolExecutor(recipe.workers, mp_context=ctx) as pool:
         futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed) for m, b, seed in jobs]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
