@@ -228,3 +228,63 @@ def test_hf_config_recipe_round_trip_keeps_the_class_key():
     dumped = recipe.model_dump(mode="json")["students"]["model"]
     assert dumped["class"] == "AutoModelForMaskedLM" and "model_class" not in dumped
     assert json.loads(json.dumps(dumped))["config"] == {"model_type": "bert", "hidden_size": 16}
+
+
+def test_hf_student_with_dropout_resumes_bit_identically(tmp_path):
+    """BERT's default dropout (0.1) draws from torch's global stream: the resumable state keeps it."""
+    from progdistill.trainer import OptimConfig, TrainConfig, train
+
+    task = _mlm_task()
+    arch = resolve_architecture({"type": "hf", "class": "AutoModelForMaskedLM", "config": {
+        "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 32}}, task.model_io())
+    assert "hidden_dropout_prob" not in arch["config"]  # the default, 0.1
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return build_model(arch)
+
+    cfg = TrainConfig(steps=12, batch_size=8, eval_every=4, optim=OptimConfig(name="adamw", lr=3e-3))
+    full_model = fresh(0)
+    full = train(full_model, task, cfg, tmp_path / "full", {"model": arch}, progress=False)
+    train(fresh(0), task, cfg, tmp_path / "part", {"model": arch}, progress=False, stop_at=8)
+    torch.manual_seed(123)  # a new process: another random state, another init
+    resumed_model = fresh(99)
+    resumed = train(resumed_model, task, cfg, tmp_path / "part", {"model": arch}, progress=False)
+    assert resumed["curve"] == full["curve"]
+    assert all(torch.equal(a, b) for a, b in zip(full_model.parameters(), resumed_model.parameters()))
+
+
+def test_hf_teacher_trained_by_progdistill(tmp_path):
+    """A recipe whose teacher is a Hugging Face model: checkpoints, probes (hidden states) and a built-in student."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+name: hf-teacher
+threads: 1
+task: {name: pcfg-ar, grammar: {generate: {levels: 2, seed: 0}}, eval_size: 64, level: 2}
+teacher:
+  model: {type: hf, class: AutoModelForCausalLM, config: {model_type: gpt2, n_embd: 16, n_layer: 1, n_head: 2}}
+  steps: 40
+  batch_size: 16
+  optim: {name: adamw, lr: 3.0e-3}
+  eval_every: 10
+  checkpoint_every: 10
+probe:
+  nonterminal: {train_sentences: 32, test_sentences: 16, steps: 10}
+students:
+  model: {type: gpt-lm, layers: 1, heads: 1, head_dim: 8}
+  steps: 10
+  batch_size: 16
+  eval_every: 5
+  seeds: [0]
+  methods: [one-shot, auto]
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
+    ckpt = out / "teacher" / "checkpoint-40"
+    assert json.loads((ckpt / "config.json").read_text())["model_type"] == "gpt2"
+    assert transformers.AutoModelForCausalLM.from_pretrained(ckpt, local_files_only=True).config.n_layer == 1
+    rows = json.loads((out / "probes" / "teacher_nonterminal.json").read_text())
+    assert [r["step"] for r in rows] == [0, 10, 20, 30, 40] and rows[-1]["result"]["levels"]
+    assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 0  # already a transformers folder: copied
+    assert (tmp_path / "hf" / "config.json").read_text() == (ckpt / "config.json").read_text()

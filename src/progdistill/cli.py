@@ -81,7 +81,8 @@ def _teacher_stage(args):
 
 def cmd_teacher(args) -> None:
     _, _, trajectory, phases = _teacher_stage(args)
-    print(f"teacher trajectory: {trajectory.root} ({len(trajectory.steps)} checkpoints); phases: {phases}")
+    where = trajectory.root if trajectory.root is not None else "hub revisions"
+    print(f"teacher trajectory: {where} ({len(trajectory.steps)} checkpoints); phases: {phases}")
 
 
 def cmd_probe(args) -> None:

@@ -42,7 +42,9 @@ class TeacherOutputs:
         """The teacher checkpoint, loaded only when it changes."""
         if checkpoint != self._model_step:
             assert self.trajectory is not None, "a teacher schedule needs a trajectory"
-            self._model = self.trajectory.load(checkpoint, self.device)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # loading draws no numbers from the student's stream
+                self._model = self.trajectory.load(checkpoint, self.device)
             self._model_step = checkpoint
         assert self._model is not None
         return self._model

@@ -129,6 +129,20 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
+def _rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global random state that dropout draws from (CPU, and the CUDA device's)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -170,6 +184,8 @@ def train(
         files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
         model.load_state_dict(load_tensors(state_dir / files["model"], device))
         _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
+        if "rng" in files:  # the random stream of dropout, as it was when the state was saved
+            _set_rng(load_tensors(state_dir / files["rng"]), device)
         schedule.load_state_dict(saved["schedule"])
         record, start = saved["record"], saved["step"]
 
@@ -188,8 +204,10 @@ def train(
     def save_state(step: int) -> None:
         # Weights go to files named by step; state.json, written last, commits them. A kill between the
         # writes leaves the previous state.json pointing at the previous, complete files.
-        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
+        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors",
+                 "rng": f"rng-{step}.safetensors"}
         save_tensors(state_dir / files["model"], model.state_dict())
+        save_tensors(state_dir / files["rng"], _rng(device))
         info = _save_optimizer(state_dir / files["optimizer"], opt)
         write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
                                               "schedule": schedule.state_dict(), "record": record})
