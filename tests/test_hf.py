@@ -73,6 +73,11 @@ def test_hf_config_gets_the_task_io_filled_in_or_checked():
     assert config["bos_token_id"] is None  # GPT-2's default 50256 lies outside an 8-token vocabulary
     model = build_model(arch)
     assert model.hf.config.n_positions == 24 and model(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, 8)
+    parity = resolve_architecture({"type": "hf", "class": "AutoModelForSequenceClassification",
+                                   "config": {"model_type": "bert", "hidden_size": 16}},
+                                  ParityTask(d=8, k=2, eval_size=16).model_io())["config"]
+    assert (parity["vocab_size"], parity["num_labels"], parity["max_position_embeddings"]) == (2, 2, 8)
+    assert parity["pad_token_id"] is None  # BERT's default 0 is the token of x = +1 here
     with pytest.raises(ValueError, match=r"vocab_size 100 \(the task needs 8\)"):
         resolve_architecture({"type": "hf", "class": "AutoModelForMaskedLM",
                               "config": {"model_type": "bert", "vocab_size": 100}}, io)

@@ -96,13 +96,15 @@ def load_recipe_dict(**teacher):
         "model": BUILTIN_BERT, "steps": 20, "batch_size": 16, "seeds": [0], "methods": ["ce"]}})
 
 
-def recipe_file(tmp_path, teacher_path, student, methods=METHODS, sweep="{switch: 10, budget: 20, checkpoints: [40, 80]}"):
+def recipe_file(tmp_path, teacher_path, student, methods=METHODS, sweep="{switch: 10, budget: 20, checkpoints: [40, 80]}",
+                probe="{}"):
     file = tmp_path / "recipe.yaml"
     file.write_text(textwrap.dedent(f"""
         name: from-outside
         threads: 1
         task: {json.dumps(TASK)}
         teacher: {{path: {json.dumps(teacher_path)}}}
+        probe: {probe}
         students:
           model: {json.dumps(student)}
           steps: 20
@@ -147,9 +149,13 @@ def test_trainer_teacher_distills_students_with_every_method(tmp_path, trainer_r
     before = snapshot(trainer_run)
     assert all((trainer_run / "checkpoint-120" / f).is_file() for f in PICKLED)  # present, and never opened
     out = tmp_path / "run"
-    recipe = recipe_file(tmp_path, str(trainer_run), HF_BERT if student == "hf" else BUILTIN_BERT)
+    probe = "{ngram: {sentences: 8, n_max: 2, positions: 2}, nonterminal: {train_sentences: 32, test_sentences: 16, steps: 10}}"
+    recipe = recipe_file(tmp_path, str(trainer_run), HF_BERT if student == "hf" else BUILTIN_BERT, probe=probe)
     assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    for name in ("ngram", "nonterminal"):  # the probes read the Trainer's checkpoints too
+        rows = json.loads((out / "probes" / f"teacher_{name}.json").read_text())
+        assert [r["step"] for r in rows] == [20, 40, 60, 80, 100, 120] and rows[0]["loss"] == summary["teacher"]["curve"][1]["loss"]
     assert set(summary["methods"]) == {"ce", "one-shot", "progressive", "two-shot", "adaptive", "auto"}
     assert [e["checkpoint"] for e in summary["sweep"]] == [40, 80]
     for entry in summary["methods"].values():

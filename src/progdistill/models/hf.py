@@ -206,8 +206,11 @@ def resolve(arch: dict[str, Any], io: dict[str, Any]) -> dict[str, Any]:
         fill("max_position_embeddings", max(io.get("seq_len", 0), 1))
     if kind == "classifier" and "num_classes" in io:
         fill("num_labels", io["num_classes"])
+    pad = getattr(config, "pad_token_id", None)
     if io.get("pad_id") is not None:
         fill("pad_token_id", io["pad_id"])
+    elif isinstance(pad, int) and 0 <= pad < io["vocab_size"]:
+        fill("pad_token_id", None)  # every id is a real token here (parity): no embedding row frozen as padding
     for name in ("bos_token_id", "eos_token_id"):
         value = getattr(config, name, None)
         if isinstance(value, int) and not 0 <= value < config.vocab_size:
