@@ -345,3 +345,13 @@ def test_exported_trajectory_as_a_trainer_run_gives_the_native_results(tmp_path)
         for seed, result in entry["budgets"]["20"]["seeds"].items():
             other = b["methods"][label]["budgets"]["20"]["seeds"][seed]["final_accuracy"]
             assert abs(result["final_accuracy"] - other) <= 0.002, (label, seed)
+
+
+def test_hub_cache_location(monkeypatch, tmp_path):
+    from progdistill.external import hub_cache_dir
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert hub_cache_dir() == str(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert hub_cache_dir() == str(tmp_path / "elsewhere")
