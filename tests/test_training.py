@@ -62,7 +62,7 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
     train(part_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False, stop_at=50)
     state = tmp_path / "part" / "state"
     assert sorted(f.name for f in state.iterdir()) == ["model-50.safetensors", "optimizer-50.safetensors",
-                                                       "state.json"]
+                                                       "rng-50.safetensors", "state.json"]
     assert not (tmp_path / "part" / "curve.json").exists()
     # A kill after the next state's weights were written but before its state.json: they must be ignored.
     save_tensors(state / "model-60.safetensors", fresh(seed=7).state_dict())
