@@ -36,9 +36,8 @@ def logits(args: argparse.Namespace) -> None:
     trajectory = Trajectory(args.trajectory)
     recipe = validate(read_json(Path(args.trajectory).parent / "run.json")["config"])
     task = build_task(recipe.task)
-    inputs = torch.cat([b.inputs for b in task.eval_batches()])[:args.sequences]
-    width = int((inputs != task.pad_id).sum(1).max())
-    inputs = inputs[:, :width]
+    inputs = task.eval_batches()[0].inputs[:args.sequences]  # the first held-out sequences (a batch has 256)
+    inputs = inputs[:, :int((inputs != task.pad_id).sum(1).max())]
     worst = 0.0
     for step in trajectory.steps:
         folder = Path(args.exported) / f"checkpoint-{step}"
