@@ -206,7 +206,7 @@ def _write(tmp_path, text):
     ('teacher.model={type: "pd_plugin:SignTask"}', "pd_plugin:SignTask is not a torch.nn.Module"),
     ('teacher.model={type: "pd_plugin:NOT_CALLABLE"}', "pd_plugin:NOT_CALLABLE is not a class or a function"),
     ('teacher.model={type: "pd_plugin:"}', "is not an import path of the form 'package.module:Name'"),
-    ("teacher.model.type=mpl", "teacher.model: Input tag 'mpl' .* 'mlp', 'gpt', 'bert', 'gpt-lm', or an import path"),
+    ("teacher.model.type=mpl", "teacher.model: Input tag 'mpl' .* 'mlp', 'gpt', 'bert', 'gpt-lm', 'hf', or an import path"),
     ("task.name=party", "task: Input tag 'party' .*'parity'.*, or an import path 'package.module:Name'"),
     ('task={name: "pd_plugin:SignTask"}', "task: pd_plugin:SignTask needs keyword 'd'"),
     ('task={name: "pd_plugin:SignTask", d: 3, dd: 4}', "pd_plugin:SignTask takes no keyword 'dd'"),

@@ -83,7 +83,8 @@ def _teacher_stage(args):
 
 def cmd_teacher(args) -> None:
     _, _, trajectory, phases = _teacher_stage(args)
-    print(f"teacher trajectory: {trajectory.root} ({len(trajectory.steps)} checkpoints); phases: {phases}")
+    where = trajectory.root if trajectory.root is not None else "hub revisions"
+    print(f"teacher trajectory: {where} ({len(trajectory.steps)} checkpoints); phases: {phases}")
 
 
 def cmd_probe(args) -> None:
@@ -118,6 +119,13 @@ def cmd_report(args) -> None:
     print(f"report: {write_report(recipe, out, summary)}")
     if args.json:
         print(json.dumps(summary["methods"], indent=1))
+
+
+def cmd_export(args) -> None:
+    from .export import export
+
+    out = export(args.source, args.out_dir)
+    print(f"transformers folder: {out} (load it with AutoModelFor....from_pretrained, or use it as teacher.path)")
 
 
 def _grammar(args):
@@ -210,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the n-gram probe on the first N held-out sentences")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     p.set_defaults(fn=cmd_oracle)
+    text = ("write a checkpoint as a transformers folder (config.json + model.safetensors: gpt-lm as GPT2LMHeadModel, "
+            "bert with layout hf as BertForMaskedLM), or every checkpoint of a teacher trajectory as a Trainer-style "
+            "folder (checkpoint-N/ with trainer_state.json)")
+    p = sub.add_parser("export", help=text, description=text)
+    p.add_argument("source", help="a checkpoint folder (with meta.json) or a trajectory folder (RUN/teacher)")
+    p.add_argument("out_dir", help="the folder to write")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
     p.set_defaults(fn=cmd_recipes)

@@ -194,10 +194,36 @@ class _LMConfig(Strict):
 
 class BertConfig(_LMConfig):
     type: Literal["bert"] = "bert"
+    layout: Literal["default", "hf"] = Field("default", description="hf: Hugging Face BERT's layout (LayerNorm on "
+                                             "the embeddings, MLM head transform), exportable as BertForMaskedLM")
 
 
 class GPTLMConfig(_LMConfig):
     type: Literal["gpt-lm"] = "gpt-lm"
+
+
+class HFModelConfig(Strict):
+    """A Hugging Face `transformers` model (the [hf] extra): built from `config` or read from `path`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+    type: Literal["hf"] = "hf"
+    model_class: Literal["AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModelForSequenceClassification"] = \
+        Field(alias="class", description="the Auto class that builds it")
+    config: dict[str, Any] | None = Field(None, description="AutoConfig.for_model arguments, with model_type; the "
+                                          "task's vocab size, labels, positions and pad id are filled in")
+    path: str | None = Field(None, description="a from_pretrained folder (initial weights, read offline)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "HFModelConfig":
+        if (self.config is None) == (self.path is None):
+            raise ValueError("give exactly one of config (with a model_type) and path")
+        if self.config is not None and not self.config.get("model_type"):
+            raise ValueError("config needs a model_type (bert, gpt2, ...)")
+        from .models.hf import require_transformers
+
+        require_transformers()
+        return self
+
 
 
 class ImportedModelConfig(BaseModel):
@@ -220,7 +246,7 @@ class ImportedModelConfig(BaseModel):
         return self
 
 
-BuiltinModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
+BuiltinModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig, HFModelConfig], Field(discriminator="type")]
 ModelConfig = Annotated[Union[Annotated[BuiltinModelConfig, Tag("(builtin)")],
                               Annotated[ImportedModelConfig, Tag("(import)")]], _builtin_or_import_path("type")]
 
@@ -268,15 +294,32 @@ class TrainSettings(Strict):
 
 
 class TeacherSection(Strict):
-    model: ModelConfig
-    steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    model: ModelConfig | None = Field(None, description="needed unless path is given")
+    steps: int | None = Field(None, ge=1, description="needed unless path is given")
+    batch_size: int | None = Field(None, ge=1, description="needed unless path is given")
     optim: OptimSection = OptimSection()
     eval_every: int = Field(100, ge=1)
-    checkpoint_every: int = Field(ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="needed unless path is given")
     log_checkpoints: int = Field(0, ge=0, description="extra log-spaced early checkpoints")
     seed: int = 0
-    path: str | None = Field(None, description="use this saved trajectory instead of training a teacher")
+    path: str | list[str] | None = Field(None, description="use this trajectory instead of training a teacher: a "
+                                         "progdistill teacher folder, a transformers.Trainer output folder of "
+                                         "checkpoint-N, or a list of hub repo@revision entries (local cache only)")
+    revision_steps: dict[str, int] | None = Field(None, description="with a list of repo@revision: the training step "
+                                                  "of each revision (default: the digits in its name, as step1000)")
+
+    @model_validator(mode="after")
+    def _revisions(self) -> "TeacherSection":
+        missing = [k for k in ("model", "steps", "batch_size", "checkpoint_every") if getattr(self, k) is None]
+        if missing and not self.path:
+            raise ValueError(f"a teacher to train needs {', '.join(missing)} (or give path: a saved trajectory)")
+        if isinstance(self.path, list):
+            from .external import parse_revisions
+
+            parse_revisions(self.path, self.revision_steps)
+        elif self.revision_steps is not None:
+            raise ValueError("revision_steps needs path to be a list of repo@revision entries")
+        return self
 
 
 class PhasesSection(Strict):
@@ -686,6 +729,12 @@ def validate(raw: Any, source: str = "<recipe>") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
+        from .models.hf import MissingExtraError
+
+        for err in e.errors():  # a missing optional extra is the one thing to say
+            if isinstance((err.get("ctx") or {}).get("error"), MissingExtraError):
+                loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-", "(")))
+                raise RecipeError(f"{source}: {loc}: {err['ctx']['error']}") from None
         raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc or '(top)'}: {msg}"
                                                                    for loc, msg in _problems(e))) from None
     except RecursionError:

@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from .config import (METHOD, STUDENT_SEED_OFFSET, TASK_PROBES, Recipe, RecipeError, TeacherSection, TwoShotMethod,
                      validate)
+from .config import HFModelConfig
+from .external import ExternalTrajectory, open_trajectory, trajectory_kind
 from .io import (CheckpointError, config_hash, environment_info, file_hash, read_json, remove_stale_temporaries,
                  write_json, write_text)
 from .metric_logging import require_backends
@@ -50,11 +52,29 @@ def require_device(device: str) -> None:
         raise RecipeError("device 'mps' is not available on this machine; override device=cpu")
 
 
+def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
+    """The trajectory at `teacher.path`, checked against the task's model io `io`: a progdistill teacher folder, or
+    one from outside (`external.open_trajectory`: a Trainer folder or hub revisions; its curve may still need
+    evaluating). Raises RecipeError or CheckpointError."""
+    t = recipe.teacher
+    if trajectory_kind(t.path) != "native":
+        model_class = t.model.model_class if isinstance(t.model, HFModelConfig) else None
+        return open_trajectory(t.path, io, t.revision_steps, model_class)
+    if (Path(t.path) / "state").is_dir() and not (Path(t.path) / "curve.json").is_file():  # an interrupted training
+        raise RecipeError(f"teacher.path {t.path}: this teacher's training was interrupted; finish "
+                          "it first (run its recipe again with the same --out)")
+    trajectory = Trajectory(t.path)
+    wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
+    if wrong:
+        raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
+    return trajectory
+
+
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Check the device and the task, create the run folder and write run.json; refuse a folder that holds a different
-    recipe, unless this one only adds students to it (`grows`). A folder written by an older version is the
-    same recipe if its config, read by this version (which fills in keys added since with their defaults),
-    equals this one."""
+    """Check the device, the task, the models and `teacher.path`, create the run folder and write run.json; refuse a
+    folder that holds a different recipe, unless this one only adds students to it (`grows`). A folder written by an
+    older version is the same recipe if its config, read by this version (which fills in keys added since with their
+    defaults), equals this one."""
     require_device(recipe.device)
     check_task_and_models(recipe)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
     out = Path(out)
@@ -111,6 +131,8 @@ def check_task_and_models(recipe: Recipe) -> Task:
             if name not in available:
                 raise RecipeError(f"probe.{name}: task {recipe.task.name} has no probe {name!r} (its probes(): "
                                   f"{sorted(available) or 'none'})")
+    if recipe.teacher.path:
+        teacher_trajectory(recipe, io)
     return task
 
 
@@ -186,15 +208,17 @@ def make_model(arch_cfg, task: Task, seed: int, device: str) -> tuple[torch.nn.M
     return build_model(arch).to(device), arch
 
 
-def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
+def finished_teacher(recipe: Recipe, out: Path, progress: bool = False) -> Trajectory | None:
     """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished. A `teacher.path`
-    may be any folder of checkpoints (without progdistill's curve.json too), but not an interrupted training."""
+    may be any folder of progdistill checkpoints (without progdistill's curve.json too), but not an interrupted
+    training, or a trajectory from outside (a Trainer folder, hub revisions): its curve comes from its
+    trainer_state.json, or is evaluated on the task once and cached in out/teacher_curve.json."""
     if recipe.teacher.path:
-        folder = Path(recipe.teacher.path)
-        if (folder / "state").is_dir() and not (folder / "curve.json").is_file():  # an interrupted training
-            raise RecipeError(f"teacher.path {recipe.teacher.path}: this teacher's training was interrupted; finish "
-                              "it first (run its recipe again with the same --out)")
-        return Trajectory(recipe.teacher.path)
+        task = build_task(recipe.task, device=recipe.device)
+        trajectory = teacher_trajectory(recipe, task.model_io())
+        if isinstance(trajectory, ExternalTrajectory):
+            trajectory.evaluate_curve(task, out / "teacher_curve.json", recipe.device, progress)
+        return trajectory
     folder = out / "teacher"
     return Trajectory(folder) if (folder / "curve.json").is_file() else None
 
@@ -203,13 +227,7 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
     """Train (or resume) the teacher, saving its trajectory under out/teacher (`log`: metric backends
     besides out/teacher/metrics.jsonl, see `trainer.train`)."""
     t: TeacherSection = recipe.teacher
-    done = finished_teacher(recipe, out)
-    if done is not None and t.path:
-        arch = done.meta(done.steps[-1]).get("model", {})
-        wrong = io_mismatches(arch, build_task(recipe.task).model_io())
-        if wrong:
-            raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task "
-                              f"({'; '.join(wrong)})")
+    done = finished_teacher(recipe, out, progress)
     if done is not None:
         if not t.path and (out / "teacher" / "state").is_dir():  # a kill between its last two writes
             shutil.rmtree(out / "teacher" / "state")
@@ -276,7 +294,7 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
 def source_probes(recipe: Recipe) -> Path | None:
     """The probes/ folder of the run that trained `teacher.path`, if that run had the same task, probe
     settings and device: its probe files are then what this run would compute, and are reused."""
-    if not recipe.teacher.path:
+    if not recipe.teacher.path or isinstance(recipe.teacher.path, list):
         return None
     teacher = Path(recipe.teacher.path).resolve()
     previous = _readable(teacher.parent / "run.json")

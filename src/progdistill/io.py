@@ -141,10 +141,16 @@ def _plain(obj: Any) -> Any:
     return _plain(_json_default(obj))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Save tensors as safetensors, atomically."""
-    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(flat, tmp))
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically; a tensor that shares memory with an earlier one (tied
+    weights) is saved as a copy."""
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().contiguous().cpu()
+        storage = v.untyped_storage().data_ptr() if v.numel() else None
+        flat[k] = v.clone() if storage in seen else v
+        seen.add(storage)
+    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata))
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

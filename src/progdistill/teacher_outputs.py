@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .io import CheckpointError, load_tensors, save_tensors
+from .models.outputs import logits_of
 from .precision import autocast
 from .tasks.base import Batch, Task, selected
 from .trajectory import Trajectory
@@ -41,14 +42,16 @@ class TeacherOutputs:
         """The teacher checkpoint, loaded only when it changes."""
         if checkpoint != self._model_step:
             assert self.trajectory is not None, "a teacher schedule needs a trajectory"
-            self._model = self.trajectory.load(checkpoint, self.device)
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # loading draws no numbers from the student's stream
+                self._model = self.trajectory.load(checkpoint, self.device)
             self._model_step = checkpoint
         assert self._model is not None
         return self._model
 
     def _compute(self, checkpoint: int, batch: Batch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
-            logits, _ = selected(self.model(checkpoint)(batch.inputs).float(), batch.targets)
+            logits, _ = selected(logits_of(self.model(checkpoint)(batch.inputs)).float(), batch.targets)
         return logits.argmax(-1) if self.labels_only else logits
 
     def get(self, checkpoint: int | None, step: int, batch: Batch) -> torch.Tensor | None:

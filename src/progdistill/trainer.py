@@ -28,6 +28,8 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_terms
 from .metric_logging import TrainingLosses, open_loggers
 from .models import model_type
+from .models.hf import HFModel, as_task_model, describe
+from .models.outputs import logits_of
 from .precision import autocast
 from .schedule import TeacherSchedule
 from .tasks.base import Task, selected
@@ -182,8 +184,9 @@ def train(
 ) -> dict[str, Any]:
     """Train `model` on `task`, resuming from `out/state` if present. Returns the run's record.
 
-    `meta` is stored in every checkpoint; its 'model' entry (the resolved architecture: a built-in
-    `type`, or `{"type": "package.module:Class", **keywords}` for your own model) is what lets
+    `model` may also be a bare `transformers` model (it is wrapped to take the task's inputs; its outputs are
+    read by `logits_of`). `meta` is stored in every checkpoint; its 'model' entry (the resolved architecture: a
+    built-in `type`, `hf`, or `{"type": "package.module:Class", **keywords}` for your own model) is what lets
     `load_checkpoint` / `Trajectory.load` rebuild it, so a teacher whose checkpoints feed students needs it.
     `stop_at` ends the run early after that step with its state saved, as an interruption would.
     `teacher_cache`: a folder where the teacher's outputs on this data stream are cached (see
@@ -192,6 +195,9 @@ def train(
     Raises ValueError for a meta['model'] of unknown type, a missing logging extra; DivergenceError.
     """
     out = Path(out)
+    model = as_task_model(model, task.model_io())
+    if isinstance(model, HFModel) and "model" not in meta:
+        meta = {**meta, "model": describe(model)}
     if "model" in meta:
         model_type(meta["model"].get("type"))  # an unknown type fails now, not when a student loads it
     elif cfg.checkpoint_every:
@@ -299,7 +305,7 @@ def train(
                     group["lr"] = lr
             batch = task.train_batch(step, cfg.batch_size)
             with autocast(device, cfg.precision):
-                logits, targets = selected(model(batch.inputs).float(), batch.targets)
+                logits, targets = selected(logits_of(model(batch.inputs)).float(), batch.targets)
             teacher_logits = teachers.get(ckpt, step, batch)
             loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                           cfg.kd.scale_tau2)

@@ -1,9 +1,14 @@
 """A teacher's trajectory: saved checkpoints, its eval curve, and phase-transition detection.
 
 Layout of a trajectory folder:
-    checkpoint-{step}/model.safetensors   weights
+    checkpoint-{step}/model.safetensors   weights (a Hugging Face model's: under its own key names)
+    checkpoint-{step}/config.json         a Hugging Face model's config; for a built-in model, one that
+                                          makes `from_pretrained` fail loudly, naming `progdistill export`
     checkpoint-{step}/meta.json           step, samples seen, eval metrics, architecture, config hash
     curve.json                            every evaluation of the run: [{step, samples, loss, accuracy}]
+
+Trajectories written outside progdistill (a `transformers.Trainer` output folder, hub revisions) are
+read by `external.py`.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import CheckpointError, load_tensors, read_json, save_tensors, write_json
-from .models import build_model
+from .io import CheckpointError, load_tensors, read_json, save_tensors, write_json, write_text
+from .models import build_model, checkpoint_files, load_weights
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write weights then metadata (the metadata file marks the checkpoint complete)."""
+    """Write weights, config.json, then metadata (the metadata file marks the checkpoint complete);
+    `meta['model']` is the resolved architecture."""
     folder = Path(folder)
-    save_tensors(folder / "model.safetensors", model.state_dict())
+    weights, metadata, config = checkpoint_files(model, meta.get("model", {}))
+    save_tensors(folder / "model.safetensors", weights, metadata)
+    write_text(folder / "config.json", config)
     write_json(folder / "meta.json", meta)
     return folder
 
@@ -46,14 +54,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     meta = read_json(folder / "meta.json")
     if "model" not in meta:
         raise CheckpointError(f"{folder}/meta.json: no 'model' architecture entry")
+    arch = meta["model"]
     try:
-        model = build_model(meta["model"])
+        model = build_model({**arch, "path": None} if isinstance(arch, dict) and arch.get("type") == "hf" else arch)
     except ValueError as e:
         raise CheckpointError(f"{folder}/meta.json: cannot rebuild its model: {e}") from None
     state = load_tensors(folder / "model.safetensors")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
+        load_weights(model, state, str(folder / "model.safetensors"))
+    except (RuntimeError, ValueError) as e:
         raise CheckpointError(f"{folder}: weights do not match the architecture in meta.json: {e}") from None
     return model.to(device).eval()
 

@@ -9,12 +9,17 @@ checkpoints record in meta.json, so `load_checkpoint` rebuilds either kind.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from ..plugins import PluginError, check_keywords, check_kind, import_object, is_import_path, keyword_parameters
+from . import hf as _hf
+from .convert import export_refusal
 from .mlp import MLP
+from .outputs import logits_of
 from .transformer import BertMLM, GPTClassifier, GPTLM
 
 _IO_KEYS = {
@@ -121,7 +126,20 @@ class ImportedModel:
         return model
 
 
-_TYPES: dict[str, ModelType] = {kind: BuiltinModel(kind) for kind in _CLASSES}
+class HFModelType:
+    """A Hugging Face `transformers` model (`type: hf`, extra [hf]): the task's io enters its config."""
+
+    def resolve(self, arch: dict[str, Any], io: dict[str, Any]) -> dict[str, Any]:
+        return _hf.resolve(arch, io)
+
+    def mismatches(self, resolved: dict[str, Any], io: dict[str, Any]) -> list[str]:
+        return _hf.resolved_io_problems(resolved, io)
+
+    def build(self, resolved: dict[str, Any]) -> nn.Module:
+        return _hf.build(resolved)
+
+
+_TYPES: dict[str, ModelType] = {**{kind: BuiltinModel(kind) for kind in _CLASSES}, "hf": HFModelType()}
 
 
 def model_type(kind: Any) -> ModelType:
@@ -162,9 +180,38 @@ def build_model(resolved: dict[str, Any]) -> nn.Module:
     return model_type(resolved.get("type")).build(resolved)
 
 
+def checkpoint_files(model: nn.Module, resolved: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str] | None, str]:
+    """What a checkpoint folder holds for `model`: (weights, safetensors metadata, config.json text).
+
+    A Hugging Face model: its own key names (tied tensors once) and config, so `from_pretrained` loads
+    the folder. A built-in model: its state dict, and a config.json that makes `from_pretrained` fail
+    loudly instead of loading a default model with every weight missing (its model_type and vocab_size
+    say what the folder is and how to convert it).
+    """
+    if isinstance(model, _hf.HFModel):
+        return _hf.hf_state_dict(model.hf), {"format": "pt"}, _hf.config_json(model)
+    refusal = export_refusal(resolved)
+    note = ("not a transformers checkpoint: a progdistill checkpoint; convert it with `progdistill export "
+            "CHECKPOINT OUT_DIR`" if refusal is None else f"not a transformers checkpoint: a progdistill checkpoint "
+            f"({refusal})")
+    config = {"model_type": "progdistill-checkpoint (not a transformers model: see `progdistill export`)",
+              "vocab_size": note, "progdistill": {"note": note, "model": resolved}}
+    return model.state_dict(), None, json.dumps(config, indent=1) + "\n"
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load weights written by `checkpoint_files` into a model built from the same architecture.
+    Raises ValueError (a Hugging Face model) or RuntimeError (a built-in one) if they do not match."""
+    if isinstance(model, _hf.HFModel):
+        _hf.load_hf_state_dict(model.hf, state, where)
+    else:
+        model.load_state_dict(state)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = ["MLP", "GPTClassifier", "BertMLM", "GPTLM", "ModelType", "model_type", "build_model",
-           "resolve_architecture", "io_mismatches", "count_parameters", "STANDARD_IO"]
+           "resolve_architecture", "io_mismatches", "count_parameters", "STANDARD_IO", "checkpoint_files",
+           "load_weights", "logits_of"]

@@ -2,7 +2,10 @@
 
 - `GPTClassifier`: causal decoder reading a sequence and classifying at the last position
   (parity: tokens (1 - x) / 2).
-- `BertMLM`: post-LN bidirectional encoder with learned positions and a tied output layer.
+- `BertMLM`: post-LN bidirectional encoder with learned positions and a tied output layer; with
+  `layout="hf"` it has Hugging Face BERT's layout (LayerNorm on the embeddings instead of after the last
+  block, the MLM head transform dense + GELU + LayerNorm before the tied decoder), so that
+  `progdistill export` writes it as a `BertForMaskedLM`.
 - `GPTLM`: causal language model with a tied output layer.
 """
 
@@ -53,17 +56,19 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Token + learned position embeddings, a stack of blocks, a final LayerNorm."""
+    """Token + learned position embeddings, a stack of blocks, a final LayerNorm (`embed_ln`: the
+    LayerNorm, then dropout, on the embeddings instead, as BERT has it)."""
 
     def __init__(self, vocab_size: int, seq_len: int, layers: int, heads: int, head_dim: int,
-                 causal: bool, pre_ln: bool, dropout: float = 0.0) -> None:
+                 causal: bool, pre_ln: bool, dropout: float = 0.0, embed_ln: bool = False) -> None:
         super().__init__()
         hidden = heads * head_dim
-        self.causal = causal
+        self.causal, self.embed_ln = causal, embed_ln
         self.tok = nn.Embedding(vocab_size, hidden)
         self.pos = nn.Embedding(seq_len, hidden)
         self.blocks = nn.ModuleList(Block(heads, head_dim, causal, pre_ln, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout) if embed_ln else None
         self.apply(_init)
 
     def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,9 +80,11 @@ class Backbone(nn.Module):
             if self.causal:
                 mask = mask & torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         h = self.tok(tokens) + self.pos(torch.arange(t, device=tokens.device))
+        if self.embed_ln:
+            h = self.drop(self.ln(h))
         for block in self.blocks:
             h = block(h, mask)
-        return self.ln(h)
+        return h if self.embed_ln else self.ln(h)
 
 
 def _init(module: nn.Module) -> None:
@@ -108,10 +115,11 @@ class _TiedLM(nn.Module):
     pre_ln: bool
 
     def __init__(self, vocab_size: int, seq_len: int, layers: int, heads: int, head_dim: int,
-                 pad_id: int | None = None, dropout: float = 0.0) -> None:
+                 pad_id: int | None = None, dropout: float = 0.0, embed_ln: bool = False) -> None:
         super().__init__()
         self.pad_id = pad_id
-        self.backbone = Backbone(vocab_size, seq_len, layers, heads, head_dim, self.causal, self.pre_ln, dropout)
+        self.backbone = Backbone(vocab_size, seq_len, layers, heads, head_dim, self.causal, self.pre_ln, dropout,
+                                 embed_ln)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -126,9 +134,31 @@ class _TiedLM(nn.Module):
 
 
 class BertMLM(_TiedLM):
-    """BERT-style post-LN encoder for masked language modelling."""
+    """BERT-style post-LN encoder for masked language modelling.
+
+    `layout="default"`: a final LayerNorm after the last block, logits = h @ E^T + b.
+    `layout="hf"`: Hugging Face's `BertForMaskedLM` (Devlin et al. 2019): LayerNorm and dropout on the
+    embeddings, none after the last block, logits = LN(GELU(h W^T + c)) @ E^T + b (E the token embedding).
+    """
 
     causal, pre_ln = False, False
+
+    def __init__(self, vocab_size: int, seq_len: int, layers: int, heads: int, head_dim: int,
+                 pad_id: int | None = None, dropout: float = 0.0, layout: str = "default") -> None:
+        if layout not in ("default", "hf"):
+            raise ValueError(f"layout must be 'default' or 'hf', got {layout!r}")
+        super().__init__(vocab_size, seq_len, layers, heads, head_dim, pad_id, dropout, embed_ln=layout == "hf")
+        self.layout = layout
+        if layout == "hf":
+            hidden = heads * head_dim
+            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+            self.head.apply(_init)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.hidden_states(tokens)
+        if self.layout == "hf":
+            h = self.head(h)
+        return h @ self.backbone.tok.weight.T + self.bias
 
 
 class GPTLM(_TiedLM):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..models.outputs import logits_of
 from ..tasks.base import seeded_generator
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def off_support_sets(d: int, support: list[int], degree: int, count: int, seed: 
 def class_probability(model: nn.Module, x: torch.Tensor, target_class: int = 1, batch: int = 8192) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    out = torch.cat([torch.softmax(model(x[i:i + batch]).float(), -1)[:, target_class]
+    out = torch.cat([torch.softmax(logits_of(model(x[i:i + batch])).float(), -1)[:, target_class]
                      for i in range(0, len(x), batch)])
     model.train(was_training)
     return out

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.outputs import logits_of
+
 
 def target_positions(lengths: torch.Tensor, positions: int) -> torch.Tensor:
     """[N, positions] indices evenly spaced over each sentence's terminal span 1..L-1: index
@@ -68,7 +70,7 @@ def _predict(model: nn.Module, inputs: torch.Tensor, centre: torch.Tensor, vocab
     """Softmax distributions [P, V] at each row's target position."""
     out = []
     for s in range(0, len(inputs), batch_size):
-        logits = model(inputs[s:s + batch_size])
+        logits = logits_of(model(inputs[s:s + batch_size]))
         at = logits[torch.arange(len(logits), device=logits.device), centre[s:s + batch_size]]
         out.append(torch.softmax((at if vocab is None else at[:, vocab]).double(), -1))
     return torch.cat(out)

@@ -9,6 +9,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..models.hf import as_task_model
+from ..models.outputs import logits_of
+
 IGNORE = -100  # target value of positions that carry no loss
 
 
@@ -98,12 +101,14 @@ class Task(ABC):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Held-out cross-entropy and top-1 accuracy over the positions that carry a loss."""
+        """Held-out cross-entropy and top-1 accuracy over the positions that carry a loss (`model` may return
+        any output `logits_of` reads, and be a bare `transformers` model)."""
+        model = as_task_model(model, self.model_io())
         was_training = model.training
         model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for batch in self.eval_batches():
-            logits, targets = selected(model(batch.inputs), batch.targets)
+            logits, targets = selected(logits_of(model(batch.inputs)), batch.targets)
             total_loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
             correct += int((logits.argmax(-1) == targets).sum())
             count += int(targets.numel())
