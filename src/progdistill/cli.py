@@ -25,7 +25,8 @@ def _out(args, recipe) -> Path:
 
 
 def cmd_run(args) -> None:
-    from .experiment import run_experiment, samples_to_target_text
+    from .layout import samples_to_target_text
+    from .pipeline import run_experiment
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)

@@ -1,4 +1,4 @@
-"""Experiment pipeline: teacher -> phases -> probes -> students (methods x budgets x seeds) -> report.
+"""Experiment stages: teacher -> phases -> probes -> students (methods x budgets x seeds) -> summary.
 
 Every stage writes its results atomically and is skipped when its results exist, so an interrupted
 run resumes where it stopped (a half-trained model resumes from its last saved state).
@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
 from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
+from .layout import student_folder
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
@@ -294,10 +295,6 @@ def score_oracle(task: Task, ngram: dict[str, Any] | None) -> dict[str, Any]:
     return result
 
 
-def student_folder(out: Path, label: str, budget: int, seed: int) -> Path:
-    return out / "students" / label / f"budget-{budget}" / f"seed-{seed}"
-
-
 def sweep_methods(recipe: Recipe, trajectory: Trajectory) -> list[TwoShotMethod]:
     """The two-shot students of the (2, T) sweep, one per intermediate checkpoint."""
     sweep = recipe.students.sweep
@@ -409,11 +406,6 @@ def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_
     }
 
 
-def samples_to_target_text(entry: dict[str, Any]) -> str:
-    """The median samples-to-target of a method summary, as '≥ N' where it is only a lower bound."""
-    return ("≥ " if entry.get("median_samples_is_lower_bound") else "") + f"{entry['median_samples_to_target']:,}"
-
-
 def sweep_best(sweep: list[dict[str, Any]], saved: list[int], phases: Phases | None,
                auto_choice: dict[str, int] | None) -> dict[str, Any]:
     """The (2, T) sweep's best T (highest median): on how many of the seeds every T ran it is the best T,
@@ -491,16 +483,13 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     return summary
 
 
-def run_experiment(recipe: Recipe, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """The whole pipeline; returns the summary (also in out/summary.json, report in out/report.md)."""
-    from .report import write_report
-
+def run_stages(recipe: Recipe, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Every stage but the report (teacher, phases, probes, students, summary); returns the summary, also
+    in out/summary.json. `progdistill.run_experiment` (module `pipeline`) adds the report."""
     _set_threads(recipe)
     out = prepare_run(recipe, out)
     trajectory = train_teacher(recipe, out, progress)
     phases = teacher_phases(recipe, trajectory, out)
     probe_trajectory(recipe, trajectory, out, phases, progress)
     run_students(recipe, out, trajectory, phases, progress)
-    summary = summarize(recipe, out, trajectory, phases)
-    write_report(recipe, out, summary)
-    return summary
+    return summarize(recipe, out, trajectory, phases)

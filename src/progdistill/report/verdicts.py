@@ -1,0 +1,122 @@
+"""The report's computed sentences: the one-paragraph answer, what identical rows mean, and whether the
+run is healthy enough for its numbers to be trusted. Every number comes from summary.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io import read_json
+from ..layout import student_folder
+from .numbers import BASELINE, baseline, budgets
+
+PERFECT = 0.9995  # held-out accuracy at which a teacher's argmax is the label on (practically) every input
+
+
+def _names(labels: list[str]) -> str:
+    quoted = [f"`{x}`" for x in labels]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def budget_answer(summary: dict[str, Any], budget: str, several: bool) -> str:
+    """One or two sentences on one budget: the fastest method to the target and its ratio to CE, the
+    methods that never reached it; or, when no method reached it on most seeds, the best final accuracy."""
+    target = summary["target"]
+    entries = {label: e["budgets"][budget] for label, e in summary["methods"].items() if budget in e["budgets"]}
+    base = baseline(summary, budget)
+    where = f"At budget {int(budget):,} steps, " if several else ""
+    reached = {k: e for k, e in entries.items() if not e["median_samples_is_lower_bound"]}
+    text = []
+    if reached:
+        best = min(reached, key=lambda k: reached[k]["median_samples_to_target"])
+        e = reached[best]
+        n = len(e["seeds"])
+        sentence = (f"{where}`{best}` reached the target accuracy {target:g} first: in "
+                    f"{e['median_samples_to_target']:,} training samples (median of {_seeds(n)})")
+        if base is not None and best != BASELINE:
+            ratio = e["median_samples_to_target"] / base["median_samples_to_target"]
+            if base["median_samples_is_lower_bound"]:
+                sentence += (f", at most {ratio:.2f}× what CE needs: CE reached it on {base['reached_target']} of "
+                             f"{_seeds(len(base['seeds']))} within its {base['median_samples_to_target']:,} samples")
+            else:
+                sentence += f", {ratio:.2f}× the {base['median_samples_to_target']:,} samples CE needed"
+        text.append(sentence + ".")
+        never = [k for k, x in entries.items() if x["reached_target"] == 0]
+        if never:
+            counts = {len(entries[k]["seeds"]) for k in never}
+            each = f" (0 of {_seeds(counts.pop())}{' each' if len(never) > 1 else ''})" if len(counts) == 1 else ""
+            text.append(f"{_names(never)} never reached it{each}.")
+    best = max(entries, key=lambda k: entries[k]["median_final_accuracy"])
+    e = entries[best]
+    sentence = (f"{'' if reached else where}The highest median final accuracy was `{best}`'s, "
+                f"{e['median_final_accuracy']:.3f}")
+    if not reached:
+        sentence = (f"{where}no method reached the target accuracy {target:g} on most seeds. " + sentence)
+    if base is not None and best != BASELINE:
+        sentence += f", {100 * (e['median_final_accuracy'] - base['median_final_accuracy']):+.1f} points over CE " \
+                    f"({base['median_final_accuracy']:.3f})"
+        one_shot = entries.get("one-shot")
+        if one_shot is not None and best != "one-shot":
+            sentence += (f" and {100 * (e['median_final_accuracy'] - one_shot['median_final_accuracy']):+.1f} over "
+                         f"one-shot ({one_shot['median_final_accuracy']:.3f})")
+    ties = [k for k in entries if k != best and entries[k]["median_final_accuracy"] == e["median_final_accuracy"]]
+    if ties:
+        sentence += f", tied with {_names(ties)}"
+    text.append(sentence + ".")
+    return " ".join(text)
+
+
+def answer(summary: dict[str, Any]) -> str:
+    """The report's first paragraph: the result per budget, with numbers equal to summary.json's."""
+    if not summary["methods"]:
+        return "No student has finished yet, so there is no result to state; the teacher's part is below."
+    several = len(budgets(summary)) > 1
+    return " ".join(budget_answer(summary, b, several) for b in budgets(summary))
+
+
+def _same_students(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("final_accuracy", "samples_to_target")
+    common = set(a["seeds"]) & set(b["seeds"])
+    return bool(common) and all(all(a["seeds"][s].get(k) == b["seeds"][s].get(k) for k in keys) for s in common)
+
+
+def _supervision(out, label: str, budget: str, seed: str) -> Any:
+    try:
+        return [(seg["start"], seg["end"], seg["checkpoint"])
+                for seg in read_json(student_folder(out, label, int(budget), int(seed)) / "supervision.json")]
+    except Exception:  # a missing or older file: no claim about it
+        return None
+
+
+def identical_rows(summary: dict[str, Any], out, tau: float) -> list[str]:
+    """A sentence for each pair of methods whose students ended identical at a budget, saying why."""
+    teacher = summary["teacher"]
+    final, perfect = teacher["checkpoints"][-1], teacher["curve"][-1]["accuracy"] >= PERFECT
+    notes = []
+    for budget in budgets(summary):
+        labels = [k for k, e in summary["methods"].items() if budget in e["budgets"]]
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                ea, eb = summary["methods"][a]["budgets"][budget], summary["methods"][b]["budgets"][budget]
+                if not _same_students(ea, eb):
+                    continue
+                used = {k: {c for r in e["seeds"].values() for c in r.get("teacher_checkpoints", [])}
+                        for k, e in ((a, ea), (b, eb))}
+                pair = f"`{a}` and `{b}` (budget {int(budget):,})"
+                if tau == 0 and perfect and {frozenset(used[a]), frozenset(used[b])} <= {frozenset(), frozenset({final})}:
+                    notes.append(f"{pair} have identical rows: with τ = 0 a student learns the teacher's argmax as "
+                                 f"its label, and the final teacher (held-out accuracy "
+                                 f"{teacher['curve'][-1]['accuracy']:.3f}) gives the true label on every input, so "
+                                 "both saw the same labels, from the same initialisation, on the same data.")
+                elif all(_supervision(out, a, budget, s) == _supervision(out, b, budget, s) is not None
+                         for s in ea["seeds"]):
+                    notes.append(f"{pair} have identical rows: their schedules resolved to the same teacher "
+                                 "checkpoint at every step (see the methods table), and students of one seed share "
+                                 "their initialisation and data.")
+                else:
+                    notes.append(f"{pair} have identical rows although their supervision differs: the checkpoints "
+                                 "they learned from gave the same labels on the inputs these students saw.")
+    return notes
