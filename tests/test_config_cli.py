@@ -160,7 +160,9 @@ def test_probes_of_a_saved_teacher_are_reused_only_when_they_would_be_the_same(t
 def test_a_checkpoint_the_teacher_never_saved_is_refused_before_any_student(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.seeds=[0]"]
-    assert main(["run", str(tiny), "--out", str(out), *small,
+    assert main(["teacher", str(tiny), "--out", str(tmp_path / "a"), *small]) == 0
+    saved = f"teacher.path={tmp_path / 'a' / 'teacher'}"  # a saved teacher: its trajectory decides, at run time
+    assert main(["run", str(tiny), "--out", str(out), *small, saved,
                  "students.methods=[ce, {name: two-shot, checkpoint: 12345, switch: 10}]"]) == 2
     assert "method 'two-shot': checkpoint 12345 is past the teacher's last saved step (100)" in capsys.readouterr().err
     assert not (out / "students").exists()
