@@ -1,7 +1,7 @@
 """The report as structured content (headings, paragraphs, tables, figures), rendered to Markdown here
 and to HTML by `report.html`, so both files say the same thing.
 
-Text may use two inline marks, as in Markdown: `code` and **bold**.
+Text may use three inline marks, as in Markdown: `code`, **bold** and *emphasis*.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def teacher_health(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
                 f"from step {min(x['step'] for x in spikes):,} (highest {worst['loss']:.3g} after a best of "
                 f"{worst['best_before']:.3g})")
         if _recovered([p["loss"] for p in curve]):
-            facts.append(what + ", and recovered: its later checkpoints may still be a bumpy trajectory")
+            facts.append(what + f", then recovered (final loss {last['loss']:.3g})")
         else:
             problems.append(what + " and had not recovered at the end (lower `teacher.optim.lr`)")
     else:
@@ -57,7 +57,7 @@ def students_health(summary: dict[str, Any], curves: dict[tuple[str, int], SeedC
     students that ended far below their own best accuracy."""
     problems, facts = [], []
     total = spiked = 0
-    unrecovered, collapsed, missing = [], [], []
+    unrecovered, collapsed, missing, where_spiked = [], [], [], {}
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
             c = curves.get((label, int(budget)))
@@ -67,6 +67,8 @@ def students_health(summary: dict[str, Any], curves: dict[tuple[str, int], SeedC
             for i, (seed, r) in enumerate(b["seeds"].items()):
                 total += 1
                 spiked += bool(r.get("loss_spikes"))
+                if r.get("loss_spikes"):
+                    where_spiked[label] = where_spiked.get(label, 0) + 1
                 if c is None or i >= len(c.loss):
                     continue
                 if r.get("loss_spikes") and not _recovered(list(c.loss[i])):
@@ -83,10 +85,11 @@ def students_health(summary: dict[str, Any], curves: dict[tuple[str, int], SeedC
         problems.append(f"{len(collapsed)} student(s) ended more than {COLLAPSE:g} below their own best held-out "
                         "accuracy: " + "; ".join(collapsed[:6]) + ("; …" if len(collapsed) > 6 else ""))
     if spiked and not unrecovered:
-        facts.append(f"{spiked} of {total} students had a held-out loss spike (above twice their best so far) and "
-                     "all recovered by the end")
+        counts = ", ".join(f"`{k}` {n}" for k, n in where_spiked.items())
+        facts.append(f"{spiked} of {total} students had a held-out loss spike (above twice their best so far: "
+                     f"{counts}) and all recovered by the end")
     elif not spiked:
-        facts.append(f"none of the {total} students had a held-out loss spike")
+        facts.append(f"no student of the {total} had a held-out loss spike")
     return problems, facts
 
 

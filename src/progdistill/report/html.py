@@ -24,14 +24,15 @@ figcaption { font-size: 0.9rem; color: #444; } .caption { font-size: 0.9rem; col
 
 
 def inline(text: str) -> str:
-    """Escape text for HTML and turn `code` and **bold** marks into elements."""
+    """Escape text for HTML and turn `code`, **bold** and *emphasis* marks into elements."""
     parts = re.split(r"(`[^`]*`)", text)
     out = []
     for part in parts:
         if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
             out.append(f"<code>{html.escape(part[1:-1])}</code>")
         else:
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part)))
+            text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part))
+            out.append(re.sub(r"\*([^*\s][^*]*?)\*", r"<em>\1</em>", text))
     return "".join(out)
 
 

@@ -78,8 +78,10 @@ def resolved(method: dict[str, Any], budgets: dict[str, Any], summary: dict[str,
                        "never the final checkpoint within the budget")
                     + (f"; {len(used)} checkpoints, {used[0]:,} to {used[-1]:,}" if used else ""))
         elif isinstance(schedule, TwoShot):
-            text = (f"{_checkpoint(schedule.intermediate, curve)}{_where(method.get('checkpoint'))} for steps "
-                    f"0–{max(schedule.switch - 1, 0):,}, then {schedule.final:,}")
+            where = _where(method.get("checkpoint"))
+            text = (f"checkpoint {schedule.intermediate:,}{where[:-1] + ', ' if where else ' ('}teacher accuracy "
+                    f"{teacher_accuracy(curve, schedule.intermediate):.3f}) for steps 0–{max(schedule.switch - 1, 0):,}, "
+                    f"then {schedule.final:,}")
         elif isinstance(schedule, Adaptive):
             last = {s: max(r.get("teacher_checkpoints") or [schedule.saved[schedule.index]]) for s, r in seeds.items()}
             text = (f"from checkpoint {schedule.saved[schedule.index]:,}, patience {method.get('patience', 3)} "
@@ -107,7 +109,8 @@ def configured(method: dict[str, Any]) -> str:
     elif name == "auto" and method.get("switch") is not None:
         text = f"the checkpoint in the middle of the teacher's detected drop for {method['switch']:,} steps, then the final one"
     elif name == "progressive":
-        opts = [f"speed {method.get('speed', 1)}", f"start `{method.get('start', 0)}`"]
+        speed = method.get("speed", 1)
+        opts = [f"speed {speed if isinstance(speed, str) else format(speed, 'g')}", f"start `{method.get('start', 0)}`"]
         if method.get("refresh"):
             opts.append(f"refresh {method['refresh']:,}")
         if method.get("speed") == "fit":

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .curves import SeedCurves
-from .style import COLUMN, PAGE, TEACHER, Look, figure, legend_below, shade_drop, target_line, thousands
+from .style import COLUMN, PAGE, TEACHER, Look, figure, legend_below, legend_right, shade_drop, target_line, thousands
 
 
 def _samples_per_step(curve: list[dict[str, Any]]) -> float:
@@ -18,7 +18,7 @@ def _samples_per_step(curve: list[dict[str, Any]]) -> float:
 
 def _draw_students(ax, curves: SeedCurves, look: Look, label: str, index: int, band: bool = True) -> None:
     n = len(curves.samples)
-    every = max(1, n // 10)  # about ten markers a curve, shifted per method so coinciding curves show both
+    every = max(1, n // 7)  # about seven markers a curve, shifted per method so coinciding curves show both
     ax.plot(curves.samples, curves.median, label=label, markevery=(int(index * every / 8) % every, every),
             zorder=3 + index * 0.01, **look.line())
     if band and len(curves.accuracy) > 1:
@@ -55,8 +55,8 @@ def teacher_figure(summary: dict[str, Any]):
 def students_figure(curves: dict[tuple[str, int], SeedCurves], looks: dict[str, Look], target: float):
     """Held-out accuracy vs samples, one panel per budget: median over seeds, band = min..max."""
     budgets = sorted({b for _, b in curves})
-    width = COLUMN if len(budgets) == 1 else PAGE
-    fig, axes = figure(width, 2.6 if len(budgets) > 1 else 2.8, ncols=len(budgets), sharey=True)
+    width = COLUMN if len(budgets) == 1 and len(looks) <= 4 else PAGE
+    fig, axes = figure(width, 2.6 if len(budgets) > 1 else 2.9, ncols=len(budgets), sharey=True)
     for ax, budget in zip(axes[0], budgets):
         for i, label in enumerate(looks):
             if (label, budget) in curves:
@@ -66,7 +66,10 @@ def students_figure(curves: dict[tuple[str, int], SeedCurves], looks: dict[str, 
         ax.set_title(f"budget {budget:,} steps")
         thousands(ax)
     axes[0, 0].set_ylabel("held-out accuracy")
-    legend_below(fig, axes.flat, ncol=2 if width == COLUMN else 4)
+    if len(budgets) == 1 and width == PAGE:  # one wide panel: the legend beside it
+        legend_right(fig, axes[0, 0])
+    else:
+        legend_below(fig, axes.flat, ncol=2 if width == COLUMN else 4)
     return fig
 
 

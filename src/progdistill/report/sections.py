@@ -159,7 +159,10 @@ def setup_section(ctx: Context) -> list[Block]:
             f"initialisation and data). *Samples to target* counts training samples until the held-out accuracy "
             f"first reaches {r.report.target:g}; a student that never reaches it counts its whole budget, so such a "
             "median is only a lower bound, marked ≥.")
-    blocks: list[Block] = [Heading("What was run"), Paragraph(text)]
+    intro = (f"Recipe `{r.name}`" + (f": {' '.join(r.description.split())}" if r.description.strip() else ".")
+             + " The methods and probes follow Panigrahi et al., \u201cProgressive distillation induces an implicit "
+             "curriculum\u201d (ICLR 2025, arXiv 2410.05464), *the paper* below.")
+    blocks: list[Block] = [Heading("What was run"), Paragraph(intro), Paragraph(text)]
     if ctx.summary["methods"]:
         blocks += [Paragraph("The methods differ only in which teacher checkpoint supervises the student at each "
                              "step: none (CE), the final one (one-shot), or intermediate checkpoints of the "

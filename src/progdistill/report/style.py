@@ -92,8 +92,14 @@ def legend_below(fig, axes, ncol: int | None = None, handles=None, labels=None):
     if not handles:
         return None
     width = fig.get_size_inches()[0]
-    ncol = ncol or max(1, min(len(handles), int(width // 1.6)))
-    return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, columnspacing=1.2)
+    ncol = min(ncol or max(1, int(width // 1.6)), len(handles))
+    while True:  # as many columns as fit in the figure's width
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, columnspacing=1.2)
+        renderer = fig.canvas.get_renderer()
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return legend
+        legend.remove()
+        ncol -= 1
 
 
 def legend_right(fig, ax):
@@ -129,7 +135,7 @@ def thousands(ax, axis: str = "x") -> None:
 
 def save(fig, path: Path) -> list[Path]:
     """Write path (PNG, for the report) and the same figure as PDF beside it (for papers); close it."""
-    fig.savefig(path)
-    fig.savefig(path.with_suffix(".pdf"))
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.03)
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight", pad_inches=0.03)
     plt.close(fig)
     return [path, path.with_suffix(".pdf")]

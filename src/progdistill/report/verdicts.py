@@ -36,6 +36,8 @@ def budget_answer(summary: dict[str, Any], budget: str, several: bool) -> str:
         n = len(e["seeds"])
         sentence = (f"{where}`{best}` reached the target accuracy {target:g} first: in "
                     f"{e['median_samples_to_target']:,} training samples (median of {_seeds(n)})")
+        if best == BASELINE and len(reached) > 1:
+            sentence += ", no teacher-based method faster"
         if base is not None and best != BASELINE:
             ratio = e["median_samples_to_target"] / base["median_samples_to_target"]
             if base["median_samples_is_lower_bound"]:
@@ -49,22 +51,21 @@ def budget_answer(summary: dict[str, Any], budget: str, several: bool) -> str:
             counts = {len(entries[k]["seeds"]) for k in never}
             each = f" (0 of {_seeds(counts.pop())}{' each' if len(never) > 1 else ''})" if len(counts) == 1 else ""
             text.append(f"{_names(never)} never reached it{each}.")
-    best = max(entries, key=lambda k: entries[k]["median_final_accuracy"])
-    e = entries[best]
-    sentence = (f"{'' if reached else where}The highest median final accuracy was `{best}`'s, "
-                f"{e['median_final_accuracy']:.3f}")
+    top = max(e["median_final_accuracy"] for e in entries.values())
+    winners = [k for k, e in entries.items() if e["median_final_accuracy"] == top]
+    if len(winners) == 1:
+        sentence = f"The highest median final accuracy was `{winners[0]}`'s, {top:.3f}"
+    else:
+        sentence = f"{_names(winners)} ended at the highest median final accuracy, {top:.3f}"
     if not reached:
-        sentence = (f"{where}no method reached the target accuracy {target:g} on most seeds. " + sentence)
-    if base is not None and best != BASELINE:
-        sentence += f", {100 * (e['median_final_accuracy'] - base['median_final_accuracy']):+.1f} points over CE " \
+        sentence = f"{where}no method reached the target accuracy {target:g} on most seeds. " + sentence
+    if base is not None and BASELINE not in winners:
+        sentence += f", {100 * (top - base['median_final_accuracy']):+.1f} points over CE " \
                     f"({base['median_final_accuracy']:.3f})"
         one_shot = entries.get("one-shot")
-        if one_shot is not None and best != "one-shot":
-            sentence += (f" and {100 * (e['median_final_accuracy'] - one_shot['median_final_accuracy']):+.1f} over "
+        if one_shot is not None and "one-shot" not in winners:
+            sentence += (f" and {100 * (top - one_shot['median_final_accuracy']):+.1f} over "
                          f"one-shot ({one_shot['median_final_accuracy']:.3f})")
-    ties = [k for k in entries if k != best and entries[k]["median_final_accuracy"] == e["median_final_accuracy"]]
-    if ties:
-        sentence += f", tied with {_names(ties)}"
     text.append(sentence + ".")
     return " ".join(text)
 
