@@ -256,8 +256,14 @@ def test_loss_spikes_are_found_and_reported():
                            "steps 100–200)") and "1 of 2 students had a held-out loss spike" in text
     lasting = SeedCurves(np.arange(9.0), acc, np.array([[2.0, 1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], losses]))
     text = health(summary, {("ce", 300): lasting}, 2)  # ends at 1.01 after a best of 0.5: not recovered
-    assert text.startswith("**Run health: read the numbers with care.** 1 student(s) ended with a held-out loss above "
-                           "twice their best: `ce` at budget 300, seed 1")
+    assert text.startswith("**Run health: read the numbers with care.** 1 student(s) ended well below their own best "
+                           "(held-out loss above twice its best, or accuracy more than 0.05 below its best): `ce` at "
+                           "budget 300 (seed 1)")
+    seeds["1"]["teacher_checkpoints"] = [100]  # still taught by an intermediate checkpoint at the end: expected
+    text = health(summary, {("ce", 300): lasting}, 2)
+    assert text.startswith("**Run health: the numbers can be trusted.**")
+    assert "1 student(s) ended below their own best while still taught by an intermediate checkpoint" in text
+    del seeds["1"]["teacher_checkpoints"]
     teacher["loss_spikes"] = loss_spikes(curve)
     text = health(summary, {("ce", 300): recovered}, 3)
     assert ("teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150 (highest "

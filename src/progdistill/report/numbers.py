@@ -3,14 +3,9 @@ paragraph and the figures agree: medians, ranges and ratios to CE."""
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 BASELINE = "ce"
-
-
-def final_accuracies(entry: dict[str, Any]) -> list[float]:
-    return [r["final_accuracy"] for r in entry["seeds"].values()]
 
 
 def ratio_text(value: float, reference: float, value_bound: bool, reference_bound: bool) -> str:
@@ -46,7 +41,3 @@ def baseline(summary: dict[str, Any], budget: str) -> dict[str, Any] | None:
 def budgets(summary: dict[str, Any]) -> list[str]:
     """Every budget of the run (as summary keys), smallest first."""
     return sorted({b for e in summary["methods"].values() for b in e["budgets"]}, key=int)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

@@ -121,11 +121,13 @@ def final_accuracy_figure(summary: dict[str, Any], looks: dict[str, Look]):
         xs, med, lo, hi = [], [], [], []
         for b in budgets:
             if str(b) in entry["budgets"]:
-                accs = [r["final_accuracy"] for r in entry["budgets"][str(b)]["seeds"].values()]
+                b_entry = entry["budgets"][str(b)]
+                accs = [r["final_accuracy"] for r in b_entry["seeds"].values()]
+                m = b_entry["median_final_accuracy"]  # the table's median
                 xs.append(b + gap * (i - (len(looks) - 1) / 2) / max(1, len(looks) - 1))
-                med.append(np.median(accs))
-                lo.append(np.median(accs) - min(accs))
-                hi.append(max(accs) - np.median(accs))
+                med.append(m)
+                lo.append(m - min(accs))
+                hi.append(max(accs) - m)
         ax.errorbar(xs, med, yerr=[lo, hi], label=label, capsize=1.5, elinewidth=0.8,
                     **{**look.line(), "linewidth": min(look.width, 1.6)})
     teacher = summary["teacher"]["curve"][-1]["accuracy"]

@@ -58,7 +58,8 @@ def budget_answer(summary: dict[str, Any], budget: str, several: bool) -> str:
     else:
         sentence = f"{_names(winners)} ended at the highest median final accuracy, {top:.3f}"
     if not reached:
-        sentence = f"{where}no method reached the target accuracy {target:g} on most seeds. " + sentence
+        none = f"no method reached the target accuracy {target:g} on most seeds. "
+        sentence = (where + none if where else none[0].upper() + none[1:]) + sentence
     if base is not None and BASELINE not in winners:
         sentence += f", {100 * (top - base['median_final_accuracy']):+.1f} points over CE " \
                     f"({base['median_final_accuracy']:.3f})"
