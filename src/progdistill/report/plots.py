@@ -113,18 +113,18 @@ def final_accuracy_figure(summary: dict[str, Any], looks: dict[str, Look]):
     fig, axes = figure(COLUMN, 3.0)
     ax = axes[0, 0]
     budgets = sorted({int(b) for e in summary["methods"].values() for b in e["budgets"]})
-    gap = (min(np.diff(budgets)) if len(budgets) > 1 else budgets[0]) * 0.35
+    spread = 0.3  # budgets at evenly spaced positions, methods side by side within ±spread of each
     for i, (label, look) in enumerate(looks.items()):
         entry = summary["methods"].get(label)
         if entry is None:
             continue
         xs, med, lo, hi = [], [], [], []
-        for b in budgets:
+        for position, b in enumerate(budgets):
             if str(b) in entry["budgets"]:
                 b_entry = entry["budgets"][str(b)]
                 accs = [r["final_accuracy"] for r in b_entry["seeds"].values()]
                 m = b_entry["median_final_accuracy"]  # the table's median
-                xs.append(b + gap * (i - (len(looks) - 1) / 2) / max(1, len(looks) - 1))
+                xs.append(position + spread * (2 * i / max(1, len(looks) - 1) - 1))
                 med.append(m)
                 lo.append(m - min(accs))
                 hi.append(max(accs) - m)
@@ -132,7 +132,8 @@ def final_accuracy_figure(summary: dict[str, Any], looks: dict[str, Look]):
                     **{**look.line(), "linewidth": min(look.width, 1.6)})
     teacher = summary["teacher"]["curve"][-1]["accuracy"]
     ax.axhline(teacher, color=TEACHER, ls=":", lw=1, label="final teacher")
-    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+    ax.set_xticks(range(len(budgets)), [f"{b:,}" for b in budgets])
+    ax.set_xlim(-0.5, len(budgets) - 0.5)
     ax.set_xlabel("student budget (steps)")
     ax.set_ylabel("final held-out accuracy")
     legend_below(fig, [ax], ncol=2)
@@ -155,12 +156,14 @@ def sweep_figure(summary: dict[str, Any], looks: dict[str, Look]):
            [max(e["final_accuracies"]) - m for m, e in zip(med, sweep)]]
     ax.errorbar(xs, med, yerr=err, color=TEACHER, marker="o", ms=3.5, capsize=2, lw=1.2, elinewidth=0.8,
                 label="median, min–max", zorder=3)
+    if len(xs) <= 8:  # a tick at every T when they are few
+        ax.set_xticks(xs)
     budget = str(sweep[0]["budget"])
     for label in ("ce", "one-shot"):
         entry = summary["methods"].get(label, {}).get("budgets", {}).get(budget)
         if entry and label in looks:
-            ax.axhline(entry["median_final_accuracy"], color=looks[label].colour, ls=looks[label].dashes, lw=1,
-                       label=f"{label} (median)")
+            ax.axhline(entry["median_final_accuracy"], color=looks[label].colour, ls=looks[label].dashes,
+                       lw=min(looks[label].width, 2.0), label=f"{label}, median")
     shade_drop(ax, teacher["phases"])
     if teacher.get("auto_checkpoint"):
         auto = teacher["auto_checkpoint"]["middle"]
@@ -168,8 +171,7 @@ def sweep_figure(summary: dict[str, Any], looks: dict[str, Look]):
                    label=f"auto's choice ({auto:,})")
     ax.set_xlabel(r"first teacher checkpoint $T$ (teacher step)")
     ax.set_ylabel("student's final accuracy")
-    ax.set_title(f"first {sweep[0]['switch']:,} steps from $T$, then the final teacher; budget {int(budget):,}",
-                 fontsize=8)
+    ax.set_title(f"$T$ for {sweep[0]['switch']:,} steps, then the final teacher\n(budget {int(budget):,} steps)")
     thousands(ax)
     legend_below(fig, [ax], ncol=2)
     return fig

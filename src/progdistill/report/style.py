@@ -113,7 +113,7 @@ def shade_drop(ax, phases: dict[str, Any] | None, scale: float = 1.0, label: boo
     """Shade the teacher's detected sharp drop; x in teacher steps × `scale`."""
     if phases:
         ax.axvspan(phases["drop_start"] * scale, phases["drop_end"] * scale, color=PHASE, alpha=0.45, lw=0,
-                   zorder=0, label="teacher's sharp drop (detected)" if label else "_drop")
+                   zorder=0, label="teacher's sharp drop" if label else "_drop")
 
 
 def target_line(ax, target: float) -> None:
