@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from .curves import SeedCurves
-from .style import COLUMN, PAGE, TEACHER, Look, figure, legend_below, legend_right, shade_drop, target_line, thousands
+from .style import (COLUMN, PAGE, TEACHER, Look, figure, legend_below, legend_right, log_y, shade_drop, target_line,
+                    thousands)
 
 
 def _samples_per_step(curve: list[dict[str, Any]]) -> float:
@@ -38,7 +39,8 @@ def teacher_figure(summary: dict[str, Any]):
     for ax, key, name in ((axes[0, 0], "accuracy", "held-out accuracy"), (axes[0, 1], "loss", "held-out loss")):
         ax.plot(steps, [p[key] for p in curve], color=TEACHER, lw=1.4, label="teacher")
         if summary.get("oracle"):
-            ax.axhline(summary["oracle"]["eval"][key], color="#777777", ls=":", lw=1.2, label="Bayes-optimal")
+            ax.axhline(summary["oracle"]["eval"][key], color="#BBBBBB", ls="-", lw=3, zorder=1,
+                       label="Bayes-optimal predictor")
         shade_drop(ax, teacher["phases"])
         for ref, step in (teacher.get("auto_checkpoint") or {}).items():
             colour, dashes = refs[ref]
@@ -47,7 +49,7 @@ def teacher_figure(summary: dict[str, Any]):
         ax.set_xlabel("teacher step")
         ax.set_ylabel(name)
         thousands(ax)
-    axes[0, 1].set_yscale("log")
+    log_y(axes[0, 1])
     legend_below(fig, axes.flat, ncol=3)
     return fig
 
@@ -74,10 +76,11 @@ def students_figure(curves: dict[tuple[str, int], SeedCurves], looks: dict[str, 
 
 
 def summary_figure(summary: dict[str, Any], curves: dict[tuple[str, int], SeedCurves], looks: dict[str, Look],
-                   shown: list[str], probe: tuple[str, list[tuple[str, Any, list[float], list[float]]]] | None):
+                   shown: list[str], probe: dict[str, Any] | None):
     """The paper's Fig. 1 for this run: (a) teacher and students' held-out accuracy vs training samples
     at the largest budget, (b) the curriculum probe over the teacher's samples; the drop shaded in both.
-    `probe` is (y label, [(series label, line style dict, teacher steps, values)])."""
+    `probe`: {"ylabel", "series": [(label, line style, teacher steps, values)], "lines": [(label, line
+    style, value)] drawn across, "log": bool}."""
     teacher = summary["teacher"]
     scale = _samples_per_step(teacher["curve"])
     budget = max(b for _, b in curves) if curves else None
@@ -95,13 +98,16 @@ def summary_figure(summary: dict[str, Any], curves: dict[tuple[str, int], SeedCu
     ax.set_title("(a) teacher and students" + (f", budget {budget:,} steps" if budget else ""))
     thousands(ax)
     if probe:
-        ylabel, series = probe
         ax = axes[0, 1]
-        for label, style, steps, values in series:
+        for label, style, steps, values in probe["series"]:
             ax.plot(np.array(steps) * scale, values, label=label, **style)
+        for label, style, value in probe.get("lines", []):
+            ax.axhline(value, label=label, **style)
         shade_drop(ax, teacher["phases"], scale, label=False)
+        if probe.get("log"):
+            log_y(ax)
         ax.set_xlabel("teacher's training samples")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(probe["ylabel"])
         ax.set_title("(b) curriculum probe on the teacher")
         thousands(ax)
     legend_below(fig, axes.flat, ncol=4 if probe else 2)

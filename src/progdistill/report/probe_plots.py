@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..probes.monomials import monomial_series, transition_window
-from .style import PAGE, SERIES, TEACHER, figure, legend_below, shade_drop, thousands
+from .style import PAGE, SERIES, TEACHER, figure, legend_below, log_y, shade_drop, thousands
 
 IN_SUPPORT = {"color": "#0072B2", "marker": "o", "linestyle": "-"}
 OFF_SUPPORT = {"color": "#5F5F5F", "marker": "s", "linestyle": (0, (4, 1.5)), "markerfacecolor": "white"}
@@ -94,7 +94,7 @@ def ngram_figure(rows: list[dict[str, Any]], phases: dict[str, Any] | None, orac
                 ax.axhline(oracle["windows"][w][kind]["median"], color=colour, ls=":", lw=1.2,
                            label=f"{w}-token window: Bayes-optimal median")
         shade_drop(ax, phases)
-        ax.set_yscale("log")
+        log_y(ax)
         ax.set_xlabel("teacher step")
         ax.set_ylabel("total variation distance")
         ax.set_title(title)

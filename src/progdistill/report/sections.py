@@ -120,26 +120,30 @@ def _summary_methods(ctx: Context) -> list[str]:
     return [k for k in entries if k in {"ce", "one-shot", best, progressive}]
 
 
-def _summary_probe(ctx: Context):
+def _summary_probe(ctx: Context) -> dict[str, Any] | None:
+    """Panel (b) of the summary figure: the first curriculum probe the run has."""
     rows = ctx.probe_rows("monomials")
     if rows:
         from ..probes.monomials import monomial_series
 
         s = monomial_series(rows)
-        return (r"degree-1 mean $|\mathbb{E}[\chi_A\,p_1]|$",
-                [("in-support", probe_plots.IN_SUPPORT, s["steps"], s["in"]["1"]),
-                 ("off-support", probe_plots.OFF_SUPPORT, s["steps"], s["off"]["1"])])
+        return {"ylabel": r"degree-1 mean $|\mathbb{E}[\chi_A\,p_1]|$",
+                "series": [("in-support", probe_plots.IN_SUPPORT, s["steps"], s["in"]["1"]),
+                           ("off-support", probe_plots.OFF_SUPPORT, s["steps"], s["off"]["1"])]}
     rows = ctx.probe_rows("ngram")
     if rows:
         w = "3" if "3" in rows[0]["result"]["windows"] else sorted(rows[0]["result"]["windows"], key=int)[0]
-        return (r"median $M_{\mathrm{robust}}$, " + f"{w}-token window",
-                [(r"$M_{\mathrm{robust}}$", {"color": "#0072B2", "marker": "o"}, [r["step"] for r in rows],
-                  [r["result"]["windows"][w]["robust"]["median"] for r in rows])])
+        oracle = (ctx.summary.get("oracle") or {}).get("ngram", {}).get("windows", {}).get(w)
+        return {"ylabel": r"median $M_{\mathrm{robust}}$, " + f"{w}-token window", "log": True,
+                "series": [(r"teacher's $M_{\mathrm{robust}}$", {"color": "#0072B2", "marker": "o"},
+                            [r["step"] for r in rows], [r["result"]["windows"][w]["robust"]["median"] for r in rows])],
+                "lines": [("Bayes-optimal", {"color": "#BBBBBB", "lw": 3, "zorder": 1},
+                           oracle["robust"]["median"])] if oracle else []}
     rows = ctx.probe_rows("nonterminal")
     if rows:
-        return ("non-terminal probe accuracy (mean over levels)",
-                [("non-terminal probe", {"color": "#0072B2", "marker": "o"}, [r["step"] for r in rows],
-                  [r["result"]["mean_accuracy"] for r in rows])])
+        return {"ylabel": "non-terminal probe accuracy\n(mean over levels)",
+                "series": [("non-terminal probe", {"color": "#0072B2", "marker": "o"}, [r["step"] for r in rows],
+                            [r["result"]["mean_accuracy"] for r in rows])]}
     return None
 
 

@@ -8,6 +8,7 @@ markers keep overlapping curves apart in print and in grey scale.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 COLUMN, PAGE = 3.5, 7.0  # figure widths in inches: one column, the whole page
 TEACHER = "#000000"
@@ -131,6 +132,27 @@ def thousands(ax, axis: str = "x") -> None:
         return (f"{v / 1e6:g}M" if a >= 1e6 else f"{v / 1e3:g}k" if a >= 1e3 else f"{v:g}")
 
     getattr(ax, f"{axis}axis").set_major_formatter(FuncFormatter(fmt))
+
+
+def log_y(ax) -> None:
+    """A log y axis labelled with plain numbers (0.2, 0.5, 1) over less than two decades, powers of ten
+    over more, and no minor labels."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low) if low > 0 else 10
+
+    def fmt(v, _pos):
+        if v <= 0:
+            return ""
+        exponent = math.floor(math.log10(v) + 1e-9)
+        if -3 <= exponent <= 3:
+            return f"{v:g}"
+        mantissa = v / 10**exponent
+        return f"$10^{{{exponent}}}$" if abs(mantissa - 1) < 1e-6 else f"${mantissa:g}\\times 10^{{{exponent}}}$"
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+    ax.yaxis.set_major_formatter(FuncFormatter(fmt))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def save(fig, path: Path) -> list[Path]:
