@@ -41,8 +41,9 @@ def budget_answer(summary: dict[str, Any], budget: str, several: bool) -> str:
         if base is not None and best != BASELINE:
             ratio = e["median_samples_to_target"] / base["median_samples_to_target"]
             if base["median_samples_is_lower_bound"]:
-                sentence += (f", at most {ratio:.2f}× what CE needs: CE reached it on {base['reached_target']} of "
-                             f"{_seeds(len(base['seeds']))} within its {base['median_samples_to_target']:,} samples")
+                sentence += (f", at most {ratio:.2f}× CE's {base['median_samples_to_target']:,} (a lower bound: CE "
+                             f"reached it on {base['reached_target']} of {_seeds(len(base['seeds']))} within its "
+                             "budget)")
             else:
                 sentence += f", {ratio:.2f}× the {base['median_samples_to_target']:,} samples CE needed"
         text.append(sentence + ".")
