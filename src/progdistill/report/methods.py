@@ -120,9 +120,18 @@ def configured(method: dict[str, Any]) -> str:
 
 
 def methods_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """One row per method: label, its rule as configured, its schedule as resolved on this teacher."""
-    return [[f"`{label}`", configured(entry["method"]), resolved(entry["method"], entry["budgets"], summary)]
-            for label, entry in summary["methods"].items()]
+    """One row per method: label, its rule as configured (the rule in full at the first label of each
+    method, its options after that), its schedule as resolved on this teacher."""
+    rows, first = [], {}
+    for label, entry in summary["methods"].items():
+        method = entry["method"]
+        text = configured(method)
+        name = method["name"]
+        if name in first and name in ("progressive", "adaptive", "auto") and text.endswith(")"):
+            text = f"as `{first[name]}`" + text[text.rindex(" ("):]
+        first.setdefault(name, label)
+        rows.append([f"`{label}`", text, resolved(method, entry["budgets"], summary)])
+    return rows
 
 
 
