@@ -387,7 +387,8 @@ class Recipe(Strict):
         sweep = self.students.sweep
         late = [c for c in (sweep.checkpoints or []) if c > last] if sweep else []
         if late:
-            raise ValueError(f"students.sweep.checkpoints: {late} past the teacher's last step (teacher.steps = {last})")
+            raise ValueError(f"students.sweep.checkpoints: {late} past the teacher's last step "
+                             f"(teacher.steps = {last})")
         return self
 
     @model_validator(mode="after")

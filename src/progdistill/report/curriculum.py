@@ -80,7 +80,8 @@ def ngram_verdict(rows: list[dict[str, Any]], phases: dict[str, Any] | None, ora
                 f"{steps[-1]:,}); without a detected drop there is no transition to place it against.")
     before_i = max([i for i, s in enumerate(steps) if s <= phases["drop_start"]] or [0])
     width = phases["drop_end"] - phases["drop_start"]
-    near = [i for i, s in enumerate(steps) if phases["drop_start"] <= s <= phases["drop_end"] + width] or [len(steps) - 1]
+    near = [i for i, s in enumerate(steps) if phases["drop_start"] <= s <= phases["drop_end"] + width]
+    near = near or [len(steps) - 1]
     peak_i = max(near, key=lambda i: values[i])
     before, peak, final = values[before_i], values[peak_i], values[-1]
     rise = peak / before if before > 0 else float("inf")

@@ -11,22 +11,26 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Heading:
+    """A section heading (level 2 = a section, 3 = a subsection)."""
     text: str
     level: int = 2
 
 
 @dataclass
 class Paragraph:
+    """A paragraph of text with inline marks."""
     text: str
 
 
 @dataclass
 class Bullets:
+    """A list of short items."""
     items: list[str]
 
 
 @dataclass
 class Table:
+    """A table of strings: a header row, body rows, and an optional caption above it."""
     header: list[str]
     rows: list[list[str]]
     caption: str = ""
@@ -46,6 +50,7 @@ Block = Heading | Paragraph | Bullets | Table | Figure
 
 @dataclass
 class Document:
+    """A title and the blocks below it, in order."""
     title: str
     blocks: list[Block] = field(default_factory=list)
 

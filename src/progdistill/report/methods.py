@@ -80,8 +80,8 @@ def resolved(method: dict[str, Any], budgets: dict[str, Any], summary: dict[str,
         elif isinstance(schedule, TwoShot):
             where = _where(method.get("checkpoint"))
             text = (f"checkpoint {schedule.intermediate:,}{where[:-1] + ', ' if where else ' ('}teacher accuracy "
-                    f"{teacher_accuracy(curve, schedule.intermediate):.3f}) for steps 0–{max(schedule.switch - 1, 0):,}, "
-                    f"then {schedule.final:,}")
+                    f"{teacher_accuracy(curve, schedule.intermediate):.3f}) for steps "
+                    f"0–{max(schedule.switch - 1, 0):,}, then {schedule.final:,}")
         elif isinstance(schedule, Adaptive):
             last = {s: max(r.get("teacher_checkpoints") or [schedule.saved[schedule.index]]) for s, r in seeds.items()}
             text = (f"from checkpoint {schedule.saved[schedule.index]:,}, patience {method.get('patience', 3)} "
@@ -107,7 +107,8 @@ def configured(method: dict[str, Any]) -> str:
         text = (f"checkpoint `{method['checkpoint']}`{_where(method['checkpoint'])} for the first "
                 f"{method['switch']:,} steps, then the final checkpoint")
     elif name == "auto" and method.get("switch") is not None:
-        text = f"the checkpoint in the middle of the teacher's detected drop for {method['switch']:,} steps, then the final one"
+        text = (f"the checkpoint in the middle of the teacher's detected drop for {method['switch']:,} steps, then the "
+                "final one")
     elif name == "progressive":
         speed = method.get("speed", 1)
         opts = [f"speed {speed if isinstance(speed, str) else format(speed, 'g')}", f"start `{method.get('start', 0)}`"]

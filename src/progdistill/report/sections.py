@@ -96,6 +96,7 @@ def _model(m) -> str:
 
 # --- sections -------------------------------------------------------------------------------------------
 def answer_section(ctx: Context) -> list[Block]:
+    """The answer paragraph, the run-health paragraph and the summary figure (the paper's Fig. 1)."""
     blocks: list[Block] = [Paragraph(answer(ctx.summary)),
                            Paragraph(health(ctx.summary, ctx.curves, len(ctx.recipe.students.seeds)))]
     probe = _summary_probe(ctx)
@@ -148,6 +149,7 @@ def _summary_probe(ctx: Context) -> dict[str, Any] | None:
 
 
 def setup_section(ctx: Context) -> list[Block]:
+    """What was run, in words, and the methods table (as configured, as resolved)."""
     r, s = ctx.recipe, ctx.recipe.students
     describe = TASK_TEXT.get(r.task.name)
     task = describe(r.task) if describe else r.description.strip()
@@ -177,6 +179,7 @@ def setup_section(ctx: Context) -> list[Block]:
 
 
 def results_section(ctx: Context) -> list[Block]:
+    """The results table with ratios to CE, notes on identical rows, the students' figures."""
     if not ctx.summary["methods"]:
         return [Heading("Results"), Paragraph("No student has finished yet (`progdistill distill` or "
                                               "`progdistill run` trains them).")]
@@ -199,6 +202,7 @@ def results_section(ctx: Context) -> list[Block]:
 
 
 def teacher_section(ctx: Context) -> list[Block]:
+    """The teacher's final numbers, its detected drop, the Bayes-optimal reference, its figure."""
     teacher = ctx.summary["teacher"]
     final = teacher["curve"][-1]
     text = (f"The teacher ends at held-out accuracy {final['accuracy']:.3f} and loss {final['loss']:.4f} after "
@@ -223,6 +227,7 @@ def teacher_section(ctx: Context) -> list[Block]:
 
 
 def monomials_section(ctx: Context) -> list[Block]:
+    """The parity curriculum probe: what it measures, its verdict, figures and table."""
     rows = ctx.probe_rows("monomials")
     peak = ctx.summary["teacher"].get("monomial_peak")
     if not rows or not peak:
@@ -251,6 +256,7 @@ def monomials_section(ctx: Context) -> list[Block]:
 
 
 def ngram_section(ctx: Context) -> list[Block]:
+    """The masked-LM n-gram probe: what it measures, its verdict, figure and table."""
     rows = ctx.probe_rows("ngram")
     if not rows:
         return []
@@ -272,6 +278,7 @@ def ngram_section(ctx: Context) -> list[Block]:
 
 
 def nonterminal_section(ctx: Context) -> list[Block]:
+    """The grammar non-terminal probe: what it measures, teacher and students, figure and table."""
     rows = ctx.probe_rows("nonterminal")
     if not rows:
         return []
@@ -290,6 +297,7 @@ def nonterminal_section(ctx: Context) -> list[Block]:
 
 
 def sweep_section(ctx: Context) -> list[Block]:
+    """The (2, T) sweep: the best T in words, figure and table."""
     if not ctx.summary.get("sweep"):
         return []
     header, rows = tables.sweep_table(ctx.summary)
@@ -307,6 +315,7 @@ def sweep_section(ctx: Context) -> list[Block]:
 
 
 def files_section(ctx: Context) -> list[Block]:
+    """Where the run folder keeps the numbers and figures."""
     return [Heading("Files"), Bullets([
         "`config.yaml`: the resolved recipe (every key, defaults filled in); `run.json`: it and the environment.",
         "`summary.json`: every number of this report, per method, budget and seed.",

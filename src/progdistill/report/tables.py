@@ -46,16 +46,19 @@ def results_table(summary: dict[str, Any]) -> Rows:
 
 
 def monomial_table(rows: list[dict[str, Any]]) -> Rows:
+    """Per probed teacher checkpoint: accuracy, degree-1 in-support and off-support mean correlation, ratio."""
     series = monomial_series(rows)
     header = ["teacher step", "teacher accuracy", "degree-1 in-support", "degree-1 off-support", "ratio"]
     out = []
     for i, step in enumerate(series["steps"]):
         a, b = series["in"]["1"][i], series["off"]["1"][i]
-        out.append([f"{step:,}", f"{series['accuracy'][i]:.3f}", f"{a:.4f}", f"{b:.4f}", f"{a / b:.1f}" if b else "–"])
+        ratio = f"{a / b:.1f}" if b else "–"
+        out.append([f"{step:,}", f"{series['accuracy'][i]:.3f}", f"{a:.4f}", f"{b:.4f}", ratio])
     return header, out
 
 
 def ngram_table(rows: list[dict[str, Any]], oracle: dict[str, Any] | None = None) -> Rows:
+    """Per probed checkpoint (and the Bayes-optimal predictor): loss and the median M_robust / M_close per window."""
     windows = sorted(rows[0]["result"]["windows"], key=int)
     header = (["teacher step", "held-out loss"] + [f"M_robust, {w}-token window" for w in windows]
               + [f"M_close, {w}-token window" for w in windows])
@@ -72,6 +75,7 @@ def ngram_table(rows: list[dict[str, Any]], oracle: dict[str, Any] | None = None
 
 
 def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> Rows:
+    """Per level: the position-alone baseline, each probed teacher checkpoint, each student (mean over seeds)."""
     levels = len(rows[0]["result"]["levels"])
     header = ["model"] + [f"level {i + 1}" for i in range(levels)] + ["mean"]
 
@@ -82,7 +86,8 @@ def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> Ro
     out = []
     baseline_row = [lv.get("position_baseline") for lv in rows[0]["result"]["levels"]]
     if None not in baseline_row:  # a property of the probe's sentences, the same for every model
-        out.append(["position alone (baseline)"] + [f"{a:.3f}" for a in baseline_row] + [f"{np.mean(baseline_row):.3f}"])
+        out.append(["position alone (baseline)"] + [f"{a:.3f}" for a in baseline_row]
+                   + [f"{np.mean(baseline_row):.3f}"])
     out += [row(f"teacher step {r['step']:,}", [r["result"]]) for r in rows]
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
@@ -93,6 +98,7 @@ def nonterminal_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> Ro
 
 
 def sweep_table(summary: dict[str, Any]) -> Rows:
+    """Per T: the teacher's accuracy at T, the students' median [min–max] and mean ± standard error."""
     header = ["checkpoint T", "teacher accuracy at T", "student final accuracy, median [min–max]", "mean ± s.e."]
     curve = summary["teacher"]["curve"]
     out = []

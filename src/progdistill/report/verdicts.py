@@ -109,7 +109,8 @@ def identical_rows(summary: dict[str, Any], out, tau: float) -> list[str]:
                 used = {k: {c for r in e["seeds"].values() for c in r.get("teacher_checkpoints", [])}
                         for k, e in ((a, ea), (b, eb))}
                 pair = f"`{a}` and `{b}` (budget {int(budget):,})"
-                if tau == 0 and perfect and {frozenset(used[a]), frozenset(used[b])} <= {frozenset(), frozenset({final})}:
+                teacherless_or_final = {frozenset(used[a]), frozenset(used[b])} <= {frozenset(), frozenset({final})}
+                if tau == 0 and perfect and teacherless_or_final:
                     notes.append(f"{pair} have identical rows: with τ = 0 a student learns the teacher's argmax as "
                                  f"its label, and the final teacher (held-out accuracy "
                                  f"{teacher['curve'][-1]['accuracy']:.3f}) gives the true label on every input, so "
