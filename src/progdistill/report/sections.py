@@ -187,7 +187,7 @@ def results_section(ctx: Context) -> list[Block]:
     blocks: list[Block] = [Heading("Results"), Table(header, rows, caption=(
         "Medians over seeds with the range over seeds; *vs CE* divides by CE's median at the same budget "
         "(samples: below 1 is faster; ≤ where CE's median is only a lower bound)."))]
-    notes = identical_rows(ctx.summary, ctx.out, ctx.recipe.students.kd.tau)
+    notes = identical_rows(ctx.summary, ctx.out, ctx.recipe.students.kd.tau, ctx.curves)
     if notes:
         blocks.append(Bullets(notes))
     blocks.append(ctx.figure(plots.students_figure(ctx.curves, ctx.looks, ctx.summary["target"]), "students",

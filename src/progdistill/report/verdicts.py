@@ -80,10 +80,18 @@ def answer(summary: dict[str, Any]) -> str:
     return " ".join(budget_answer(summary, b, several) for b in budgets(summary))
 
 
-def _same_students(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same_students(a: dict[str, Any], b: dict[str, Any], curves_a=None, curves_b=None) -> bool:
+    """Whether two methods' students ended identical on every common seed: same final accuracy and
+    samples to target and, when the curves are at hand, the same held-out curve at every evaluation
+    (two students stuck at chance share their final numbers without being the same student)."""
     keys = ("final_accuracy", "samples_to_target")
     common = set(a["seeds"]) & set(b["seeds"])
-    return bool(common) and all(all(a["seeds"][s].get(k) == b["seeds"][s].get(k) for k in keys) for s in common)
+    if not common or not all(all(a["seeds"][s].get(k) == b["seeds"][s].get(k) for k in keys) for s in common):
+        return False
+    if curves_a is None or curves_b is None:
+        return True
+    return (list(a["seeds"]) == list(b["seeds"]) and curves_a.loss.shape == curves_b.loss.shape
+            and bool((curves_a.loss == curves_b.loss).all() and (curves_a.accuracy == curves_b.accuracy).all()))
 
 
 def _supervision(out, label: str, budget: str, seed: str) -> Any:
@@ -94,8 +102,10 @@ def _supervision(out, label: str, budget: str, seed: str) -> Any:
         return None
 
 
-def identical_rows(summary: dict[str, Any], out, tau: float) -> list[str]:
-    """A sentence for each pair of methods whose students ended identical at a budget, saying why."""
+def identical_rows(summary: dict[str, Any], out, tau: float, curves: dict | None = None) -> list[str]:
+    """A sentence for each pair of methods whose students ended identical at a budget, saying why.
+    `curves`: (label, budget) -> SeedCurves, to compare whole held-out curves."""
+    curves = curves or {}
     teacher = summary["teacher"]
     final, perfect = teacher["checkpoints"][-1], teacher["curve"][-1]["accuracy"] >= PERFECT
     notes = []
@@ -104,7 +114,7 @@ def identical_rows(summary: dict[str, Any], out, tau: float) -> list[str]:
         for i, a in enumerate(labels):
             for b in labels[i + 1:]:
                 ea, eb = summary["methods"][a]["budgets"][budget], summary["methods"][b]["budgets"][budget]
-                if not _same_students(ea, eb):
+                if not _same_students(ea, eb, curves.get((a, int(budget))), curves.get((b, int(budget)))):
                     continue
                 used = {k: {c for r in e["seeds"].values() for c in r.get("teacher_checkpoints", [])}
                         for k, e in ((a, ea), (b, eb))}
