@@ -132,7 +132,8 @@ def test_a_teacher_trained_for_another_task_or_interrupted_is_refused(tiny, tmp_
     assert main(["run", str(tiny), "--out", str(tmp_path / "b"), teacher, "task.d=10", *small]) == 2
     assert "not trained for this task (input_dim 12 (the task needs 10))" in capsys.readouterr().err
     assert main(["run", str(tiny), "--out", str(tmp_path / "c"), teacher, *small]) == 0
-    (tmp_path / "a" / "teacher" / "state").mkdir()  # what an interrupted teacher training leaves
+    (tmp_path / "a" / "teacher" / "state").mkdir()  # what an interrupted teacher training leaves: its state,
+    (tmp_path / "a" / "teacher" / "curve.json").unlink()  # and no curve.json (written last)
     assert main(["run", str(tiny), "--out", str(tmp_path / "d"), teacher, *small]) == 2
     assert "this teacher's training was interrupted" in capsys.readouterr().err
 

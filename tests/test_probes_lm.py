@@ -191,3 +191,26 @@ def test_position_baseline_is_what_position_alone_predicts():
     out = run_probe(tokens, labels, features)
     assert all(abs(e["position_baseline"] - 1 / c) < 0.12 for e, c in zip(out["levels"], NUM_CLASSES))
     assert out["mean_position_baseline"] == sum(e["position_baseline"] for e in out["levels"]) / 2
+
+
+def test_nonterminal_levels_are_scored_on_their_own_labels():
+    """Positions labelled at level 2 but not at level 1 (as with boundaries_only): level 1's counts,
+    accuracy and majority baseline use level-1 labels only. Level 1 is class 2 at positions 1-2 and
+    unlabelled at 3-5; level 2 is class 1 at positions 1-5. Counting unlabelled positions as class 0
+    would make 0 the level-1 majority (3 positions against 2) and its baseline 0."""
+    n, t = 80, 6
+    labels = torch.full((n, t, 2), -1)
+    labels[:, 1:3, 0] = 2
+    labels[:, 1:6, 1] = 1
+    labels[::4, 1, 0] = 1  # a quarter of the sentences disagree at position 1, level 1
+    tokens = torch.arange(n)[:, None].expand(n, t).clone()
+    onehot = torch.cat([torch.eye(c)[labels[..., i].clamp(min=0)] for i, c in enumerate(NUM_CLASSES)], -1)
+    features = torch.nn.functional.pad(4.0 * onehot, (0, 16 - onehot.shape[-1]))
+    out = run_probe(tokens, labels, features, split=60)
+    level1, level2 = out["levels"]
+    assert (level1["count"], level2["count"]) == (20 * 2, 20 * 5)
+    test1 = labels[60:, :, 0][labels[60:, :, 0] >= 0]
+    assert level1["majority_baseline"] == float((test1 == 2).float().mean()) == 35 / 40
+    assert level2["majority_baseline"] == 1.0
+    assert level1["position_baseline"] == 35 / 40  # position 1: class 2 (3 of 4 sentences), position 2: class 2
+    assert level1["accuracy"] == 1.0 and level2["accuracy"] == 1.0

@@ -107,3 +107,18 @@ def test_auto_switches_when_caught_up_or_at_latest():
     lazy.observe(0, {"accuracy": 0.5})
     lazy.observe(2500, {"accuracy": 0.8})  # caught up only after the forced switch
     assert lazy.switched_at == 2000  # the step the student actually changed teacher
+
+
+def test_auto_plateau_switch_needs_half_the_way_covered():
+    """A plateau switches only after the student has covered half the way from its first accuracy to
+    its checkpoint's (0.5 -> 0.8: at 0.65): a student stuck at 0.55 keeps its checkpoint until `latest`;
+    one that plateaus at 0.7 switches after `patience` (3) evaluations without a gain of `min_delta`."""
+    curve = [{"step": s, "accuracy": a} for s, a in ((0, 0.5), (500, 0.8), (1000, 1.0))]
+    phases = Phases(drop_start=300, drop_end=700, middle=480, metric="accuracy")
+    stuck = make_schedule({"name": "auto"}, SAVED, phases, curve, budget=20000)
+    halfway = make_schedule({"name": "auto"}, SAVED, phases, curve, budget=20000)
+    for i in range(40):  # evaluations every 100 steps up to step 3900
+        stuck.observe(100 * i, {"accuracy": 0.5 if i == 0 else 0.55})
+        halfway.observe(100 * i, {"accuracy": 0.5 if i == 0 else 0.7})
+    assert stuck.switched_at is None and stuck.checkpoint(9999) == 500 and stuck.checkpoint(10000) == 1000
+    assert halfway.switched_at == 400 and halfway.checkpoint(400) == 1000

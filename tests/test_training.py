@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
     train(part_model, task, cfg, tmp_path / "part", {"model": ARCH}, progress=False, stop_at=50)
     state = tmp_path / "part" / "state"
     assert sorted(f.name for f in state.iterdir()) == ["model-50.safetensors", "optimizer-50.safetensors",
-                                                       "state.json"]
+                                                       "rng-50.safetensors", "state.json"]
     assert not (tmp_path / "part" / "curve.json").exists()
     # A kill after the next state's weights were written but before its state.json: they must be ignored.
     save_tensors(state / "model-60.safetensors", fresh(seed=7).state_dict())
@@ -159,8 +160,10 @@ def test_run_files_are_json(tmp_path):
 
 def test_divergence_is_a_clear_error(tmp_path):
     task = ParityTask(d=12, k=2, eval_size=64)
-    cfg = TrainConfig(steps=10, batch_size=4, optim=OptimConfig(lr=float("nan")), eval_every=5)
-    with pytest.raises(DivergenceError, match="held-out loss is nan at step 5: training diverged"):
+    with pytest.raises(ValueError, match="OptimConfig.lr: Input should be a finite number"):
+        OptimConfig(lr=float("nan"))  # refused up front, as in a recipe
+    cfg = TrainConfig(steps=10, batch_size=4, optim=OptimConfig(lr=1e30), eval_every=5)
+    with pytest.raises(DivergenceError, match="held-out loss is (nan|inf) at step 5: training diverged"):
         train(fresh(), task, cfg, tmp_path, {"model": ARCH}, progress=False, desc="teacher")
 
 
@@ -227,7 +230,7 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(tmp_path):
     assert all(abs(a - b) < 0.05 * a for a, b in zip(fp32, bf16))
     assert bf16[-1] < bf16[0] - 0.3
     assert all(p.dtype == torch.float32 for p in models["bf16"].parameters())
-    with pytest.raises(ValueError, match="unknown precision"):
+    with pytest.raises(ValueError, match="TrainConfig.precision: Input should be 'fp32' or 'bf16'"):
         train(fresh(1, arch), task, TrainConfig(steps=1, batch_size=4, precision="fp8"), tmp_path / "x",
               {"model": arch}, progress=False)
 
@@ -269,3 +272,31 @@ def test_loss_spikes_are_found_and_reported():
     assert ("teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150 (highest "
             "10.4 after a best of 0.85) and had not recovered at the end") in text
     assert "some students have not finished: `ce` at budget 300 (2 of 3)" in text
+
+
+@pytest.mark.parametrize("a, b, window, threshold, skip", [
+    (4000, 6000, 0.05, 0.25, 0.05), (4000, 6000, 0.05, 0.125, 0.05), (3000, 7000, 0.1, 0.3, 0.05),
+    (2500, 5500, 0.05, 0.41, 0.0),
+])
+def test_phase_boundaries_of_a_linear_drop_match_the_hand_derivation(a, b, window, threshold, skip):
+    """Loss 1 until step a, a straight line to 0 at step b, 0 after, evaluated every 10 steps to 10,000.
+    On the detector's grid (1001 points from the first step kept after `skip`, spacing dx) the ramp runs
+    from index ia to ib. The fall over a window of 2h grid points centred at i is s * (the overlap of
+    [i-h, i+h] with [ia, ib]), s = the slope, peaking at 2h*s once ib - ia > 2h. The drop phase is where
+    that is at least threshold * the peak: overlap >= 2h*threshold, i.e. i from ia - h + 2h*threshold to
+    ib + h - 2h*threshold; the middle is the first grid point at or below the mean of the loss at the two
+    ends (1 and 0)."""
+    curve = [{"step": s, "loss": 1.0 if s <= a else 0.0 if s >= b else 1.0 - (s - a) / (b - a)}
+             for s in range(0, 10001, 10)]
+    for point in curve:
+        point["accuracy"] = 1.0 - point["loss"] / 2
+    first = skip * 10000
+    dx = (10000 - first) / 1000
+    ia, ib, h = (a - first) / dx, (b - first) / dx, round(window * 1000 / 2)
+    assert ib - ia > 2 * h
+    start, end = math.ceil(ia - h + 2 * h * threshold), math.floor(ib + h - 2 * h * threshold)
+    middle = math.ceil(ia + (ib - ia) / 2)
+    expected = [int(round(first + dx * i)) for i in (start, end, middle)]
+    for metric in ("loss", "accuracy"):
+        phases = detect_phases(curve, metric, window, threshold, skip)
+        assert [phases.drop_start, phases.drop_end, phases.middle] == expected

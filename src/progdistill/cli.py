@@ -31,7 +31,7 @@ def cmd_run(args) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
-    summary = run_experiment(recipe, out, progress=not args.quiet)
+    summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log)
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
@@ -84,14 +84,16 @@ def _teacher_stage(args):
     """Load the recipe, prepare the run folder, train (or load) the teacher, detect its phases. A stage
     after the teacher's (probe, distill) says so on stderr when it has to train the teacher first."""
     from .experiment import finished_teacher, prepare_run, teacher_phases, train_teacher
+    from .metric_logging import require_backends
 
     recipe = load_recipe(args.recipe, args.overrides)
+    require_backends(getattr(args, "log", []))
     out = prepare_run(recipe, _out(args, recipe))
     if args.command != "teacher" and finished_teacher(recipe, out) is None:
         print(f"{out} has no finished teacher: training it first ({recipe.teacher.steps:,} steps, what "
               f"`progdistill teacher {args.recipe} --out {out}` does), then the {args.command} stage",
               file=sys.stderr)
-    trajectory = train_teacher(recipe, out, not args.quiet)
+    trajectory = train_teacher(recipe, out, not args.quiet, getattr(args, "log", []))
     return recipe, out, trajectory, teacher_phases(recipe, trajectory, out)
 
 
@@ -112,7 +114,7 @@ def cmd_distill(args) -> None:
     from .experiment import run_students
 
     recipe, out, trajectory, phases = _teacher_stage(args)
-    run_students(recipe, out, trajectory, phases, not args.quiet)
+    run_students(recipe, out, trajectory, phases, not args.quiet, args.log)
     print(f"students: {out / 'students'}")
 
 
@@ -191,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there, "
                        "and a config that only adds seeds, budgets or methods grows it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name != "probe":
+            p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
+                           help="also send the live metrics (written to every model's metrics.jsonl) to TensorBoard "
+                                "or Weights & Biases in offline mode; repeatable; needs the extra of that name")
         p.set_defaults(fn=fn)
         return p
 
@@ -233,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str, part: int = 300, whole: int = 1200) -> str:
+    """An error message on one line: its lines joined by '; ', each cut to `part` characters and the
+    whole to `whole` (a 10 MB grammar line is not echoed to the terminal)."""
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    text = "; ".join(line if len(line) <= part else line[:part] + "..." for line in lines)
+    return text if len(text) <= whole else text[:whole] + f"... ({len(lines)} problems in all)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -244,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -6,13 +6,17 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+
+from .plugins import check_keywords, check_kind, import_object, is_import_path
 
 
 STUDENT_SEED_OFFSET = 1000  # a student of seed s draws its data and its init with seed 1000 + s
@@ -22,8 +26,35 @@ class RecipeError(ValueError):
     """A recipe that cannot be read or does not validate; the message lists every problem."""
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field annotation accepts a boolean on purpose (bool, Any, or a union holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, (str, int, float)))
+
+
+def _numbers(annotation: Any) -> bool:
+    """Whether an annotation is (or holds) int or float."""
+    return annotation in (int, float) or any(_numbers(arg) for arg in get_args(annotation))
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section: unknown keys, booleans where numbers belong and non-finite numbers are refused
+    (pydantic alone would read `steps: true` as 1 and accept `speed: .inf`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if name not in data or _admits_bool(field.annotation) or not _numbers(field.annotation):
+                    continue
+                value = data[name]
+                if any(isinstance(v, bool) for v in (value if isinstance(value, (list, tuple)) else [value])):
+                    raise ValueError(f"[{name}] expected a number, got a boolean ({value!r})")
+        return data
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -96,7 +127,51 @@ class PCFGARTaskConfig(_PCFGTask):
     level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
 
 
-TaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig], Field(discriminator="name")]
+class TensorsTaskConfig(Strict):
+    """Your own tensors (a `TensorTask`) read from a safetensors file."""
+
+    name: Literal["tensors"] = Field("tensors", description="your own tensors from a safetensors file")
+    path: str = Field(description="safetensors file holding train_inputs, train_targets and, optionally, "
+                      "eval_inputs, eval_targets")
+    eval_fraction: float | None = Field(None, gt=0, lt=1, description="without eval_* tensors in the file: hold "
+                                        "out this fraction of the training examples (a permutation seeded by seed)")
+    seed: int = Field(0, description="defines the held-out split")
+    eval_batch_size: int = Field(1024, ge=1, description="held-out examples per evaluation batch")
+    model_io: dict[str, int] = Field({}, description="model inputs and outputs to set (pad_id, ...) or override; "
+                                     "the rest is inferred from the tensors")
+
+
+class ImportedTaskConfig(BaseModel):
+    """A task named by the import path of a `progdistill.Task` subclass (or a function returning a
+    Task); every other key is a keyword of its constructor. progdistill passes `data_seed` and `device`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(description="package.module:Class")
+
+    @model_validator(mode="after")
+    def _signature(self) -> "ImportedTaskConfig":
+        from .tasks.base import Task
+
+        obj = import_object(self.name)
+        check_kind(obj, self.name, Task, "progdistill Task")
+        check_keywords(obj, self.name, self.model_extra or {}, passed=("data_seed", "device"))
+        return self
+
+
+def _builtin_or_import_path(key: str) -> Discriminator:
+    """Route a section whose `key` is an import path ('package.module:Name') to the plug-in config and
+    every other value to the discriminated union of built-ins (which names a typo's valid choices)."""
+    def tag(value: Any) -> str:
+        name = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        return "(import)" if is_import_path(name) else "(builtin)"
+
+    return Discriminator(tag)
+
+
+BuiltinTaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig, TensorsTaskConfig],
+                              Field(discriminator="name")]
+TaskConfig = Annotated[Union[Annotated[BuiltinTaskConfig, Tag("(builtin)")],
+                             Annotated[ImportedTaskConfig, Tag("(import)")]], _builtin_or_import_path("name")]
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -129,7 +204,29 @@ class GPTLMConfig(_LMConfig):
     type: Literal["gpt-lm"] = Field("gpt-lm", description="GPT-style causal decoder (next-token LM)")
 
 
-ModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
+class ImportedModelConfig(BaseModel):
+    """A model named by the import path of a `torch.nn.Module` subclass (or a function returning one);
+    every other key is a keyword of its constructor. Parameters named like the task's `model_io()`
+    (input_dim, num_classes, seq_len, vocab_size, pad_id, ...) that the recipe does not set come from the task."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(description="package.module:Class")
+
+    @model_validator(mode="after")
+    def _signature(self) -> "ImportedModelConfig":
+        from torch import nn
+
+        from .models import STANDARD_IO
+
+        obj = import_object(self.type)
+        check_kind(obj, self.type, nn.Module, "torch.nn.Module")
+        check_keywords(obj, self.type, self.model_extra or {}, supplied=STANDARD_IO)
+        return self
+
+
+BuiltinModelConfig = Annotated[Union[MLPConfig, GPTConfig, BertConfig, GPTLMConfig], Field(discriminator="type")]
+ModelConfig = Annotated[Union[Annotated[BuiltinModelConfig, Tag("(builtin)")],
+                              Annotated[ImportedModelConfig, Tag("(import)")]], _builtin_or_import_path("type")]
 
 
 # --- training --------------------------------------------------------------------------------
@@ -138,7 +235,8 @@ class OptimSection(Strict):
     lr: float = Field(0.01, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam / AdamW betas")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam / AdamW betas")
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate schedule after warmup")
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (null: no clipping)")
@@ -155,6 +253,23 @@ class KDSection(Strict):
         if self.kind == "reverse" and self.tau == 0 and self.alpha < 1:
             raise ValueError("reverse KL needs tau > 0")
         return self
+
+
+class TrainSettings(Strict):
+    """The training loop's settings: `trainer.TrainConfig` is checked with this, so the Python API
+    refuses what a recipe would (the optimizer and KD sections are the recipe's own)."""
+
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    optim: OptimSection = OptimSection()
+    kd: KDSection = KDSection()
+    eval_every: int = Field(100, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    log_checkpoints: int = Field(0, ge=0)
+    state_every: int | None = Field(None, ge=1)
+    save_final: bool = True
+    batch1: Literal["auto", "numba", "torch", "off"] = "auto"
 
 
 class TeacherSection(Strict):
@@ -331,7 +446,8 @@ class ReportSection(Strict):
     target: float = Field(0.95, gt=0, le=1, description="accuracy for samples_to_target")
 
 
-TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",)}
+TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",),
+               "tensors": ()}  # a task imported by path: its probes() are checked when the run starts
 
 
 class Recipe(Strict):
@@ -341,6 +457,9 @@ class Recipe(Strict):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward passes under bfloat16 "
                                                "autocast (GPU speed); weights, optimizer and losses stay fp32")
+    batch1: Literal["auto", "numba", "torch", "off"] = Field(
+        "auto", description="the batch-1 path for SGD at batch size 1 on a one-hidden-layer MLP (docs/batch1.md): "
+        "auto = where it applies (Numba on a CPU when installed, else torch ops), off = the generic loop")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
@@ -350,6 +469,11 @@ class Recipe(Strict):
     probe: ProbeSection = Field(ProbeSection(), description="curriculum probes on the teacher's checkpoints")
     students: StudentsSection = Field(description="the students: model, budgets, seeds, methods")
     report: ReportSection = Field(ReportSection(), description="what the report measures")
+
+    @field_validator("batch1", mode="before")
+    @classmethod
+    def _batch1_switch(cls, value: Any) -> Any:
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value  # YAML off/on
 
     @field_validator("device")
     @classmethod
@@ -364,7 +488,7 @@ class Recipe(Strict):
         if self.probe.oracle and task != "pcfg-mlm":
             raise ValueError(f"probe.oracle: only task pcfg-mlm has a Bayes-optimal predictor, not {task!r}")
         for name in enabled:
-            if name not in TASK_PROBES[task]:
+            if task in TASK_PROBES and name not in TASK_PROBES[task]:
                 raise ValueError(f"probe.{name}: not available for task {task!r} (it has: {list(TASK_PROBES[task])})")
         for name in self.students.probe_final:
             if name not in enabled:
@@ -402,6 +526,40 @@ class Recipe(Strict):
         return self
 
 
+    @model_validator(mode="after")
+    def _batch1_applies(self) -> "Recipe":
+        """batch1=numba / torch forces the batch-1 path: refuse, before any file is written, a recipe it
+        cannot run (`batch1.blocker` checks the same at run time, with the task and the model)."""
+        if self.batch1 not in ("numba", "torch"):
+            return self
+        if self.batch1 == "numba" and self.device != "cpu":
+            raise ValueError(f"batch1=numba runs on the CPU, not on device {self.device}; use batch1=torch or auto")
+        if self.batch1 == "numba" and importlib.util.find_spec("numba") is None:
+            raise ValueError("batch1=numba: Numba is not installed (pip install 'progdistill[fast]'); use batch1=auto")
+        sections = [("students", self.students)] if self.teacher.path else [("teacher", self.teacher),
+                                                                           ("students", self.students)]
+        for name, section in sections:
+            o, model = section.optim, section.model
+            kd = getattr(section, "kd", None)
+            problems = [
+                (section.batch_size != 1, f"batch_size is {section.batch_size} (it needs 1)"),
+                (o.name != "sgd", f"optim.name is {o.name} (it needs sgd)"),
+                (o.momentum != 0, f"optim.momentum is {o.momentum} (it needs 0)"),
+                (o.grad_clip is not None, "optim.grad_clip is set (it needs none)"),
+                (o.lr * o.weight_decay >= 1, "optim.lr * optim.weight_decay is >= 1"),
+                (model.type != "mlp" or getattr(model, "depth", 1) != 1,
+                 "model is not an mlp of depth 1"),
+                (kd is not None and kd.alpha < 1 and kd.tau > 0 and kd.kind != "forward",
+                 f"kd.kind is {getattr(kd, 'kind', None)} (it needs forward)"),
+                (self.precision != "fp32", f"precision is {self.precision} (it needs fp32)"),
+            ]
+            for failed, why in problems:
+                if failed:
+                    raise ValueError(f"batch1={self.batch1} forces the batch-1 path, which cannot train the {name}: "
+                                     f"{why if why.startswith('precision') else f'{name}.{why}'}; use batch1=auto")
+        return self
+
+
 # --- loading ---------------------------------------------------------------------------------
 def recipe_names() -> list[str]:
     """Recipes shipped with the package."""
@@ -410,24 +568,81 @@ def recipe_names() -> list[str]:
 
 
 def recipe_text(name_or_path: str) -> tuple[str, str]:
-    """(YAML text, source) of a shipped recipe name or a file path."""
+    """(YAML text, source) of a shipped recipe name or a file path; RecipeError for a missing, unreadable
+    or non-UTF-8 file (naming the line of the first bad byte)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise RecipeError(f"{path}: recipe file not found")
-        return path.read_text(), str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot read: {e.strerror or e}") from None
+        try:
+            return data.decode("utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise RecipeError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
     if name_or_path not in recipe_names():
         raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(recipe_names())}")
     return (resources.files("progdistill") / "recipes" / f"{name_or_path}.yaml").read_text(), name_or_path
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), refusing duplicate keys, which plain YAML loaders let the
+    last one silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = lines.setdefault(key, key_node.start_mark.line)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, not {key!r}",
+                                                        key_node.start_mark) from None
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line "
+                                                        f"{first + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """`text` on one line, cut to `limit` characters (a 10 MB line is not echoed whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
+    """Parse YAML data safely (no Python tags, no duplicate keys); RecipeError `source:line: problem`
+    (`source: problem` without `lines`)."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None and lines else source
+        problem = e.problem or e.context or "not valid YAML"
+        if "could not determine a constructor for the tag" in problem:
+            tag = problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+            problem = f"YAML tag {tag} is not allowed (recipes are plain data)"
+        raise RecipeError(f"{where}: {_clip(problem)}") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{source}: not valid YAML: {_clip(e)}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: nested too deeply") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw recipe dict."""
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"override {item!r} is not of the form key=value")
+            raise RecipeError(f"override {_clip(item)!r} is not of the form key=value")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text else None
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"override {_clip(item)!r}: {key!r} is not a dotted key")
+        value = parse_yaml(text, f"override {_clip(key, 80)}", lines=False) if text else None
         node: Any = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -449,32 +664,102 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _tags() -> set[str]:
+    """Discriminator values (task names, model types, method names): pydantic puts them in error
+    locations, where a user expects only the keys they wrote."""
+    tags: set[str] = set()
+    stack: list[type[BaseModel]] = [Recipe]
+    seen: set[type] = set()
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            for arg in _walk(field.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    stack.append(arg)
+                elif isinstance(arg, str) and name in ("name", "type"):
+                    tags.add(arg)
+    return tags - {name for model in seen for name in model.model_fields}
+
+
+def _walk(annotation: Any) -> list[Any]:
+    """An annotation and everything nested in it (union members, list items, Literal values)."""
+    out = [annotation]
+    for arg in get_args(annotation):
+        out += _walk(arg) if not isinstance(arg, (str, int, float)) else [arg]
+    return out
+
+
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(dotted key, message) of every problem pydantic found, in the recipe's words: one entry per key,
+    the alternatives of a union merged with 'or'."""
+    tags, by_key = _tags(), {}
+    for err in error.errors():
+        parts = [str(x) for x in err["loc"]]
+        loc = ".".join(x for x in parts if x not in tags and not x.startswith(
+            ("function-", "tagged-", "literal[", "constrained-", "(")))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if (key := re.match(r"\[(\w+)\] ", msg)) is not None:  # a section's check that names its key
+            loc, msg = f"{loc}.{key.group(1)}" if loc else key.group(1), msg[key.end():]
+        if err["type"] == "union_tag_not_found":
+            tag = err["ctx"]["discriminator"].strip("'")
+            msg = f"needs a '{tag}' key"
+            if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
+                msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
+        elif err["type"] == "union_tag_invalid" and "(builtin)" in parts:
+            msg += ", or an import path 'package.module:Name'"
+        by_key.setdefault(loc, [])
+        if msg not in by_key[loc]:
+            by_key[loc].append(msg)
+    return [(loc, " or ".join(msgs)) for loc, msgs in by_key.items()]
+
+
 def validate(raw: Any, source: str = "<recipe>") -> Recipe:
+    """A validated Recipe from a raw mapping; RecipeError (one line naming every bad key) otherwise."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-")))
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] == "union_tag_not_found":
-                tag = err["ctx"]["discriminator"].strip("'")
-                msg = f"needs a '{tag}' key"
-                if isinstance(err["input"], dict) and any(":" in str(k) for k in err["input"]):
-                    msg += " (YAML needs a space after each colon: {name: two-shot}, not {name:two-shot})"
-            lines.append(f"  {loc or '(top)'}: {msg}")
-        raise RecipeError(f"{source}: invalid recipe\n" + "\n".join(lines)) from None
+        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc or '(top)'}: {msg}"
+                                                                   for loc, msg in _problems(e))) from None
+    except RecursionError:
+        raise RecipeError(f"{source}: the recipe is nested too deeply") from None
+
+
+TASK: TypeAdapter = TypeAdapter(TaskConfig)
+MODEL: TypeAdapter = TypeAdapter(ModelConfig)
+METHOD: TypeAdapter = TypeAdapter(Method)
+
+
+def validate_section(schema: type[BaseModel] | TypeAdapter, value: Any, where: str) -> Any:
+    """`value` (a dict, or an already validated section) checked exactly as the recipe section `schema`
+    (a config class, or one of TASK / MODEL / METHOD) checks it in a recipe, for the Python API.
+
+    Raises RecipeError (a ValueError) naming every bad key as `where.key`, on one line."""
+    try:
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_python(value)
+        return schema.model_validate(value)
+    except ValidationError as e:
+        raise RecipeError(one_line(e, where)) from None
+
+
+def one_line(error: ValidationError, where: str) -> str:
+    """A pydantic error as one line naming every bad key as `where.key`."""
+    return "; ".join(f"{where}{'.' + loc if loc else ''}: {msg}" for loc, msg in _problems(error))
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe (a shipped name or a YAML path)."""
+    """Read, override and validate a recipe (a shipped name or a YAML path); RecipeError, one line naming
+    the file and line or the dotted key, for anything wrong."""
     text, source = recipe_text(name_or_path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{source}: not valid YAML: {e}") from None
+    raw = parse_yaml(text, source)
+    if raw is not None and not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, not {type(raw).__name__}")
     if isinstance(raw, dict) and "name" not in raw and source not in recipe_names():
         raw["name"] = Path(source).stem  # a recipe file without a name runs in runs/<file name>
     return validate(apply_overrides(raw or {}, overrides or []), source)

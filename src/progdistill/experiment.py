@@ -7,28 +7,29 @@ run resumes where it stopped (a half-trained model resumes from its last saved s
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from pydantic import TypeAdapter
-
-from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
-from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
+from .config import (METHOD, STUDENT_SEED_OFFSET, TASK_PROBES, Recipe, RecipeError, TeacherSection, TwoShotMethod,
+                     validate)
+from .io import (CheckpointError, config_hash, environment_info, file_hash, read_json, remove_stale_temporaries,
+                 write_json, write_text)
 from .layout import student_folder
+from .metric_logging import require_backends
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
+from .processes import die_with_parent
+from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
 from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
-
-
-METHOD: TypeAdapter = TypeAdapter(Method)
 
 
 def _set_threads(recipe: Recipe) -> None:
@@ -56,7 +57,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     same recipe if its config, read by this version (which fills in keys added since with their defaults),
     equals this one."""
     require_device(recipe.device)
-    build_task(recipe.task)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
+    check_task_and_models(recipe)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
@@ -73,13 +74,45 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
+    if recipe.task.name == "tensors":
+        inputs["task.path"] = file_hash(recipe.task.path)
     if previous.get("inputs", inputs) != inputs:
-        raise RecipeError(f"{out} was written with another version of the grammar file {grammar_file} (its contents "
-                          "changed since); choose another --out or delete it")
+        changed = next((k for k in inputs if previous.get("inputs", {}).get(k) != inputs[k]), "task")
+        what = f"the grammar file {grammar_file}" if changed == "task.grammar.path" else f"the file {changed}"
+        raise RecipeError(f"{out} was written with another version of {what} (its contents changed since); "
+                          "choose another --out or delete it")
+    lock_run_folder(out)  # everything is checked: from here on this process owns the folder
+    remove_stale_temporaries(out)  # left by writes that a kill interrupted
     write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
                           "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
     return out
+
+
+def check_task_and_models(recipe: Recipe) -> Task:
+    """Build the recipe's task and resolve its models against the task's io (the keywords of a model
+    imported by path, with the task's values filled in), and check that a task imported by path has
+    the probes the recipe asks for: every error is a RecipeError naming the recipe key, before any
+    file is written. Returns the task (data seed 0, on the CPU)."""
+    try:
+        task = build_task(recipe.task)
+    except ValueError as e:
+        raise RecipeError(f"task: {e}") from None
+    io = task.model_io()
+    sections = [("students.model", recipe.students.model)] + ([] if recipe.teacher.path else
+                                                              [("teacher.model", recipe.teacher.model)])
+    for key, arch in sections:
+        try:
+            resolve_architecture(arch.model_dump(), io)
+        except ValueError as e:
+            raise RecipeError(f"{key}: {e}") from None
+    if recipe.task.name not in TASK_PROBES:
+        available = task.probes()
+        for name in recipe.probe.enabled():
+            if name not in available:
+                raise RecipeError(f"probe.{name}: task {recipe.task.name} has no probe {name!r} (its probes(): "
+                                  f"{sorted(available) or 'none'})")
+    return task
 
 
 def grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -158,7 +191,8 @@ def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
     """The run's teacher trajectory (`teacher.path` or out/teacher) if its training has finished. A `teacher.path`
     may be any folder of checkpoints (without progdistill's curve.json too), but not an interrupted training."""
     if recipe.teacher.path:
-        if (Path(recipe.teacher.path) / "state").is_dir():  # only an interrupted training leaves its state
+        folder = Path(recipe.teacher.path)
+        if (folder / "state").is_dir() and not (folder / "curve.json").is_file():  # an interrupted training
             raise RecipeError(f"teacher.path {recipe.teacher.path}: this teacher's training was interrupted; finish "
                               "it first (run its recipe again with the same --out)")
         return Trajectory(recipe.teacher.path)
@@ -166,8 +200,9 @@ def finished_teacher(recipe: Recipe, out: Path) -> Trajectory | None:
     return Trajectory(folder) if (folder / "curve.json").is_file() else None
 
 
-def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajectory:
-    """Train (or resume) the teacher, saving its trajectory under out/teacher."""
+def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequence[str] = ()) -> Trajectory:
+    """Train (or resume) the teacher, saving its trajectory under out/teacher (`log`: metric backends
+    besides out/teacher/metrics.jsonl, see `trainer.train`)."""
     t: TeacherSection = recipe.teacher
     done = finished_teacher(recipe, out)
     if done is not None and t.path:
@@ -177,16 +212,18 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True) -> Trajector
             raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task "
                               f"({'; '.join(wrong)})")
     if done is not None:
+        if not t.path and (out / "teacher" / "state").is_dir():  # a kill between its last two writes
+            shutil.rmtree(out / "teacher" / "state")
         return done
     folder = out / "teacher"
     task = build_task(recipe.task, data_seed=t.seed, device=recipe.device)
     model, arch = make_model(t.model, task, t.seed, recipe.device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
-                      log_checkpoints=t.log_checkpoints)
+                      log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
             "config_hash": config_hash(recipe.model_dump(mode="json")["teacher"])}
-    train(model, task, cfg, folder, meta, progress=progress, desc="teacher")
+    train(model, task, cfg, folder, meta, progress=progress, desc="teacher", log=log)
     return Trajectory(folder)
 
 
@@ -315,8 +352,10 @@ def student_jobs(recipe: Recipe, trajectory: Trajectory) -> list[tuple[Any, int,
 
 
 def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method,
-                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
-    """Train one student (a method entry of the recipe) and write its result.json; resumes if interrupted."""
+                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None,
+                  log: Sequence[str] = ()) -> dict[str, Any]:
+    """Train one student (a method entry of the recipe) and write its result.json; resumes if interrupted.
+    `log`: metric backends besides the student folder's metrics.jsonl (see `trainer.train`)."""
     s = recipe.students
     folder = student_folder(out, method.display, budget, seed)
     if (folder / "result.json").is_file():
@@ -325,12 +364,12 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     model, arch = make_model(s.model, task, STUDENT_SEED_OFFSET + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
-                      kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every)
+                      kd=KDConfig(**s.kd.model_dump()), eval_every=s.eval_every, batch1=recipe.batch1)
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
     outputs = "labels" if cfg.kd.tau == 0 else "logits"
     cache = out / "teacher-outputs" / f"seed-{seed}-batch-{s.batch_size}-{outputs}"
     record = train(model, task, cfg, folder, meta, schedule, trajectory, progress=progress, stop_at=stop_at,
-                   desc=f"{method.display} s{seed}", teacher_cache=cache)
+                   desc=f"{method.display} s{seed}", teacher_cache=cache, log=log)
     if stop_at is not None and stop_at < budget:
         return {}
     curve = record["curve"]
@@ -353,17 +392,17 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
 
 
 def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
-                 method: dict[str, Any], budget: int, seed: int) -> dict[str, Any]:
+                 method: dict[str, Any], budget: int, seed: int, log: Sequence[str] = ()) -> dict[str, Any]:
     recipe = validate(recipe_json)
     torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
     ph = Phases(**phases) if phases else None
     return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, METHOD.validate_python(method),
-                         budget, seed, progress=False)
+                         budget, seed, progress=False, log=log)
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
-                 progress: bool = True) -> list[dict[str, Any]]:
-    """Every (method, budget, seed) student, in `recipe.workers` processes."""
+                 progress: bool = True, log: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every (method, budget, seed) student, in `recipe.workers` processes (`log`: see `train_student`)."""
     jobs = student_jobs(recipe, trajectory)
     curve = trajectory.curve()
     for method, budget in {(m.display, b): (m, b) for m, b, _ in jobs}.values():  # refuse a bad schedule up front
@@ -373,13 +412,13 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
             raise RecipeError(f"students: method {method.display!r}: {e}") from None
     if recipe.workers == 1:
         bar = tqdm(jobs, desc="students", disable=not progress)
-        return [train_student(recipe, out, trajectory, phases, m, b, seed, progress) for m, b, seed in bar]
+        return [train_student(recipe, out, trajectory, phases, m, b, seed, progress, log=log) for m, b, seed in bar]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # avoid spin-waiting threads across processes
     ctx = __import__("multiprocessing").get_context("spawn")
     results: list[dict[str, Any]] = []
     args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
-    with ProcessPoolExecutor(recipe.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed) for m, b, seed in jobs]
+    with ProcessPoolExecutor(recipe.workers, mp_context=ctx, initializer=die_with_parent) as pool:
+        futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed, tuple(log)) for m, b, seed in jobs]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
             results.append(fut.result())
     return results
@@ -483,13 +522,24 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     return summary
 
 
-def run_stages(recipe: Recipe, out: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequence[str] = (),
+               then: Callable[[Recipe, Path, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Every stage but the report (teacher, phases, probes, students, summary); returns the summary, also
-    in out/summary.json. `progdistill.run_experiment` (module `pipeline`) adds the report."""
+    in out/summary.json. `then(recipe, out, summary)` runs before the run folder is unlocked:
+    `progdistill.run_experiment` (module `pipeline`) writes the report there. `log`: metric backends
+    ("tensorboard", "wandb") besides every model's metrics.jsonl; they change no number and are not part
+    of the recipe."""
     _set_threads(recipe)
+    require_backends(log)
     out = prepare_run(recipe, out)
-    trajectory = train_teacher(recipe, out, progress)
-    phases = teacher_phases(recipe, trajectory, out)
-    probe_trajectory(recipe, trajectory, out, phases, progress)
-    run_students(recipe, out, trajectory, phases, progress)
-    return summarize(recipe, out, trajectory, phases)
+    try:
+        trajectory = train_teacher(recipe, out, progress, log)
+        phases = teacher_phases(recipe, trajectory, out)
+        probe_trajectory(recipe, trajectory, out, phases, progress)
+        run_students(recipe, out, trajectory, phases, progress, log)
+        summary = summarize(recipe, out, trajectory, phases)
+        if then is not None:
+            then(recipe, out, summary)
+    finally:
+        unlock_run_folder(out)
+    return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -20,23 +21,83 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or does not match what was asked for."""
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+class OutputError(ValueError):
+    """A file or folder of a run cannot be written (read-only filesystem, full disk, a name too long, a
+    file where a folder should be, ...). The message is `cannot write PATH: reason`."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp alone gives 0600
+
+
+def output_error(path: str | Path, exc: BaseException) -> OutputError:
+    """An OutputError naming `path` and the reason in `exc` (an OSError's strerror where there is one)."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {path}: {reason}")
+
+
+def make_dirs(path: str | Path) -> Path:
+    """`mkdir -p path`, with filesystem errors as OutputError."""
+    path = Path(path)
     try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(path, e) from None
+    return path
+
+
+def _atomic(path: Path, write) -> None:
+    """Write `path` through a temporary file in the same folder, fsync it, then rename it into place, so
+    readers never see half a file. The file gets the mode of an ordinary new file (the user's umask).
+    Filesystem errors (read-only, full disk, ...) raise OutputError; no temporary file is left behind."""
+    make_dirs(path.parent)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, _MODE)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise output_error(path, e) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files (`.NAME.*.tmp`) that an interrupted atomic write left under `folder`;
+    only safe while no other process writes there (the run folder's lock). Returns how many."""
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a file."""
-    text = json.dumps(obj, indent=1, sort_keys=False, default=_json_default)
+    """Write JSON atomically (temp file + rename), so readers never see half a file. Non-finite floats
+    become null: strict JSON parsers reject NaN and Infinity."""
+    text = json.dumps(_finite(_plain(obj)), indent=1, sort_keys=False, allow_nan=False)
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(text + "\n")
@@ -67,6 +128,17 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _plain(obj: Any) -> Any:
+    """`obj` with paths, tensors and NumPy scalars turned into JSON types (see `_json_default`)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return _plain(_json_default(obj))
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -115,8 +187,47 @@ def git_revision() -> str | None:
         return None
 
 
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8",
+              "avx_vnni", "sve", "asimd", "bf16")
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run's numbers come from: CPU model, the instruction-set flags that change float
+    kernels and bf16 speed (avx512_bf16 / amx_bf16: native bf16 matrix units), the CPU capability PyTorch
+    dispatches to, its BLAS and oneDNN builds, core and thread counts, and the GPU if one is used. Float
+    rounding (and so a teacher's exact drop step) can differ between machines that differ here."""
+    import re
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^(model name|Model|cpu model)\s*:\s*(.+)$", text, re.M)
+        cpu = model.group(2).strip() if model else cpu
+        found = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.M)
+        flags = set(found.group(2).split()) if found else set()
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", config)
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", config)
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "isa_flags": sorted(f for f in _ISA_FLAGS if f in flags),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas.group(1) if blas else None,
+        "onednn": onednn.group(1) if onednn and torch.backends.mkldnn.is_available() else None,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
 def environment_info() -> dict[str, Any]:
-    """Package versions, platform and git revision, written beside every run."""
+    """Package versions, platform, git revision and the machine (`machine_info`), written beside every run."""
     import numpy
 
     from . import __version__
@@ -129,4 +240,5 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "git_revision": git_revision(),
         "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
     }

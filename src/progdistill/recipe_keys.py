@@ -58,7 +58,7 @@ def _field_type(field) -> str:
     models = _variants(field.annotation)
     if len(models) > 1:
         tag = _tag(models[0]).split(":")[0]
-        kinds = " | ".join(_tag(m).split(": ")[1] for m in models)
+        kinds = " | ".join(_tag(m).split(": ", 1)[1] for m in models)
         many = "list of sections" if "list" in str(field.annotation).lower() else "section"
         return f"{many}, each chosen by its `{tag}`: {kinds}"
     return _type_name(field.annotation) + _bounds(field)
@@ -88,10 +88,14 @@ def _default(field) -> str:
 
 
 def _tag(model: type[BaseModel]) -> str:
+    """'name: parity' for a section chosen by a literal `name` or `type`; 'name: package.module:Class'
+    for a plug-in section chosen by an import path."""
     for tag in ("name", "type"):
         field = model.model_fields.get(tag)
         if field is not None and typing.get_origin(field.annotation) is Literal:
             return f"{tag}: {typing.get_args(field.annotation)[0]}"
+        if field is not None:
+            return f"{tag}: package.module:Class"
     return ""
 
 
@@ -119,7 +123,8 @@ def merged(keys: list[Key]) -> list[Key]:
         ident = (k.path, k.type, k.default, k.description)
         if ident in seen and k.variant:
             i = seen[ident]
-            out[i] = Key(k.path, f"{out[i].variant} | {k.variant.split(': ')[1]}", k.type, k.default, k.description)
+            out[i] = Key(k.path, f"{out[i].variant} | {k.variant.split(': ', 1)[1]}", k.type, k.default,
+                         k.description)
         else:
             seen[ident] = len(out)
             out.append(k)

@@ -188,8 +188,15 @@ class Auto(TeacherSchedule):
 
 def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phases | None,
                   teacher_curve: list[dict[str, Any]] | None = None, budget: int | None = None) -> TeacherSchedule:
-    """Build the schedule of a method entry ({'name': ..., options}) over saved checkpoint steps;
-    `budget` is the student's number of steps (auto's latest switch is a fraction of it)."""
+    """Build the schedule of a method entry ({'name': ..., options}, or a recipe's method) over saved
+    checkpoint steps; `budget` is the student's number of steps (auto's latest switch is a fraction of it).
+
+    The entry is checked exactly as in a recipe: RecipeError (a ValueError) names an unknown method or
+    option (`{"name": "progressive", "sped": 2}` -> 'method.progressive.sped: unknown key'); ValueError
+    if it cannot be applied to these checkpoints."""
+    from .config import METHOD, validate_section
+
+    method = validate_section(METHOD, method, "method").model_dump()
     name = method["name"]
     if name == "ce":
         return TeacherSchedule(None)

@@ -63,7 +63,31 @@ class TeacherOutputs:
             self._block_key = key
         return self._block[step % self.block]
 
-    def _load_block(self, checkpoint: int, index: int) -> list[torch.Tensor]:
+    def get_range(self, checkpoint: int, start: int, stop: int, inputs: torch.Tensor) -> torch.Tensor:
+        """Outputs of `checkpoint` at the steps [start, stop) of a batch-size-1 student, whose inputs are
+        `inputs` [stop - start, ...] (`task.train_examples(start, stop)`): [n] labels or [n, C] logits.
+
+        One batched forward per call, or per cache block of `block` steps (blocks written here are
+        computed batched too; a batched forward may round differently from one example at a time, which
+        can only change an argmax at an exact tie)."""
+        if self.cache is None:
+            return self._forward(checkpoint, inputs)
+        parts = []
+        for index in range(start // self.block, (stop - 1) // self.block + 1):
+            key = (checkpoint, index)
+            if key != self._block_key:
+                self._block = self._load_block(*key, batched=True)
+                self._block_key = key
+            first = index * self.block
+            parts += self._block[max(start, first) - first:min(stop, first + self.block) - first]
+        return torch.cat(parts)
+
+    def _forward(self, checkpoint: int, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device, self.precision):
+            logits = self.model(checkpoint)(inputs).float()
+        return logits.argmax(-1) if self.labels_only else logits
+
+    def _load_block(self, checkpoint: int, index: int, batched: bool = False) -> list[torch.Tensor]:
         assert self.cache is not None
         path = self.cache / f"checkpoint-{checkpoint}" / f"block-{index}.safetensors"
         if path.is_file():
@@ -75,8 +99,12 @@ class TeacherOutputs:
             except (CheckpointError, KeyError):
                 pass  # unreadable or foreign: recompute and overwrite
         start = index * self.block
-        outputs = [self._compute(checkpoint, self.task.train_batch(step, self.batch_size))
-                   for step in range(start, start + self.block)]
+        if batched:  # batch size 1, every step one example with a loss (the batch-1 path)
+            rows = self._forward(checkpoint, self.task.train_examples(start, start + self.block).inputs)
+            outputs = list(rows.split(1))
+        else:
+            outputs = [self._compute(checkpoint, self.task.train_batch(step, self.batch_size))
+                       for step in range(start, start + self.block)]
         offsets = torch.tensor([0] + [len(o) for o in outputs]).cumsum(0)
         save_tensors(path, {"outputs": torch.cat(outputs), "offsets": offsets})
         return outputs

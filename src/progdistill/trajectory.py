@@ -32,7 +32,12 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) 
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved in a checkpoint folder (or its model.safetensors) in eval mode."""
+    """Rebuild the model saved in a checkpoint folder (or its model.safetensors) in eval mode.
+
+    meta.json's `model` entry names the architecture: a built-in `type` or the import path
+    `package.module:Class` of a user's model, with its constructor keywords (see `models.build_model`).
+    Raises CheckpointError if the folder, its files or the model's class cannot be read or imported.
+    """
     folder = Path(path)
     if folder.name == "model.safetensors":
         folder = folder.parent
@@ -41,7 +46,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     meta = read_json(folder / "meta.json")
     if "model" not in meta:
         raise CheckpointError(f"{folder}/meta.json: no 'model' architecture entry")
-    model = build_model(meta["model"])
+    try:
+        model = build_model(meta["model"])
+    except ValueError as e:
+        raise CheckpointError(f"{folder}/meta.json: cannot rebuild its model: {e}") from None
     state = load_tensors(folder / "model.safetensors")
     try:
         model.load_state_dict(state)

@@ -501,25 +501,33 @@ def sample_sentences(g: Grammar, n: int, seed: int, max_len: int | None = None, 
     return _to_sample(plan, _concat(parts), max_len, trees)
 
 
-def sample_sentences_recursive(g: Grammar, n: int, seed: int) -> list[list[int]]:
-    """Plain recursive sampler for any grammar (reference for tests and benchmarks): token-id lists."""
+def sample_sentences_recursive(g: Grammar, n: int, seed: int, max_len: int = 1_000_000) -> list[list[int]]:
+    """Plain reference sampler for any grammar (tests and benchmarks): `n` sentences as token-id lists.
+
+    Expands depth first, left to right, with an explicit stack (no Python recursion, so grammars whose
+    sentences are thousands of tokens long work). Raises ValueError when a sentence exceeds `max_len`
+    terminals (a grammar that almost never terminates would otherwise run out of memory).
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     rng = random.Random(seed)
     ids = {t: i for i, t in enumerate(g.terminals)}
     options = {
         lhs: ([r.rhs for r in rs], list(itertools.accumulate(r.prob for r in rs))) for lhs, rs in g.rules.items()
     }
-
-    def expand(symbol: Symbol, out: list[int]) -> None:
-        if symbol.terminal:
-            out.append(ids[symbol.name])
-            return
-        rhss, cum = options[symbol.name]
-        for child in rng.choices(rhss, cum_weights=cum)[0]:
-            expand(child, out)
-
     sentences = []
     for _ in range(n):
         out: list[int] = []
-        expand(Symbol(g.root, False), out)
+        stack = [Symbol(g.root, False)]
+        while stack:
+            symbol = stack.pop()
+            if symbol.terminal:
+                out.append(ids[symbol.name])
+                if len(out) > max_len:
+                    raise ValueError(f"a sentence exceeded max_len={max_len} terminals (a grammar that rarely "
+                                     "terminates?); raise max_len or change the rule probabilities")
+                continue
+            rhss, cum = options[symbol.name]
+            stack.extend(reversed(rng.choices(rhss, cum_weights=cum)[0]))
         sentences.append(out)
     return sentences

@@ -91,7 +91,9 @@ def _model(m) -> str:
     if m.type == "mlp":
         return f"an MLP with {m.depth} hidden layer{'s' if m.depth > 1 else ''} of width {m.width:,}"
     kind = {"gpt": "a GPT-style Transformer", "bert": "a BERT-style encoder", "gpt-lm": "a GPT-style decoder"}
-    return f"{kind.get(m.type, m.type)}, {m.layers} layers × {m.heads} heads of size {m.head_dim}"
+    if m.type not in kind:  # a plug-in model, named by its import path
+        return f"the model `{m.type}`"
+    return f"{kind[m.type]}, {m.layers} layers × {m.heads} heads of size {m.head_dim}"
 
 
 # --- sections -------------------------------------------------------------------------------------------

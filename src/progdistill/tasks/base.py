@@ -14,7 +14,7 @@ IGNORE = -100  # target value of positions that carry no loss
 
 @dataclass
 class Batch:
-    """Model inputs and per-position targets; positions with target IGNORE carry no loss."""
+    """Model inputs [B, ...] and targets, int64 [B] or [B, T]; positions with target IGNORE carry no loss."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -39,24 +39,57 @@ def selected(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
 
 
 class Task(ABC):
-    """A learning problem: makes training batches, holds a held-out set, evaluates a model."""
+    """A learning problem: makes training batches, holds a held-out set, evaluates a model.
+
+    Subclass it to bring your own data (or use `TensorTask` / `DatasetTask`, which implement it over
+    tensors or a map-style `torch.utils.data.Dataset`). The protocol:
+
+    - Constructor: progdistill calls it with the recipe's keywords plus `data_seed` (int: which
+      training stream; the teacher gets `teacher.seed`, student seed s gets 1000 + s) and `device`
+      (str: where batches are made). Anything that defines the problem itself (the held-out set, a
+      random support) must depend on the recipe's keywords only, never on `data_seed`: teacher and
+      students are scored on the same held-out set.
+    - `model_io()` -> dict: what a model must accept and produce, by name: `input_dim` (features of a
+      vector input), `seq_len` (tokens per sequence), `vocab_size` (token ids in [0, vocab_size)),
+      `num_classes` (logits per prediction; a language model's vocabulary), `pad_id`, and anything
+      else. Built-in models take the names they need; a model imported by path receives every entry
+      whose name matches a constructor parameter the recipe does not set.
+    - `train_batch(step, batch_size)` -> Batch: inputs [B, ...] (float features or int64 token ids) on
+      `device`, and targets int64, [B] (one label per example) or [B, T] (one per position), with
+      `IGNORE` (-100) where there is no loss (unmasked tokens, padding). The model maps inputs to
+      logits [B, C] or [B, T, C]. The batch must be a pure function of (the task's keywords,
+      `data_seed`, `step`, `batch_size`): never of how many batches were drawn before or of a global
+      RNG. That is what makes an interrupted run resume bit-identically, and lets every student of a
+      seed share the teacher's cached outputs on its batches (`teacher-outputs/`).
+    - `eval_batches()` -> list[Batch]: the fixed held-out set (same shapes and rules), the same list on
+      every call; `evaluate` reports cross-entropy and accuracy over its non-IGNORE targets.
+    - `samples_per_step(batch_size)` -> int: examples per step, for samples-to-target (default B).
+    - `probes()` -> {name: fn(model, **options) -> dict}: optional curriculum probes over checkpoints.
+    """
 
     name: str
     device: torch.device
 
     @abstractmethod
     def model_io(self) -> dict[str, Any]:
-        """What a model must accept and produce (input_dim / seq_len / vocab_size / num_classes)."""
+        """What a model must accept and produce (input_dim / seq_len / vocab_size / num_classes / pad_id)."""
 
     @abstractmethod
     def train_batch(self, step: int, batch_size: int) -> Batch:
-        """The training batch of `step`: a pure function of (task seed, step, batch size)."""
+        """The training batch of `step`: a pure function of (task keywords, data_seed, step, batch_size)."""
+
+    def train_examples(self, start: int, stop: int) -> Batch:
+        """The batch-size-1 training batches of steps [start, stop) stacked: row i of inputs and targets is
+        `train_batch(start + i, 1)`. Tasks override this to draw a range at once (the batch-1 path)."""
+        batches = [self.train_batch(step, 1) for step in range(start, stop)]
+        return Batch(torch.cat([b.inputs for b in batches]), torch.cat([b.targets for b in batches]))
 
     @abstractmethod
     def eval_batches(self) -> list[Batch]:
         """The fixed held-out set, in batches."""
 
     def samples_per_step(self, batch_size: int) -> int:
+        """Training examples per step at this batch size (samples-to-target counts these)."""
         return batch_size
 
     def probes(self) -> dict[str, Callable[..., dict]]:

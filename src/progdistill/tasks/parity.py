@@ -122,6 +122,28 @@ class ParityTask(Task):
         idx = self._chunk[2][offset * batch_size:(offset + 1) * batch_size]
         return Batch(self.train_x[idx], self.train_y[idx])
 
+    def train_examples(self, start: int, stop: int) -> Batch:
+        """Rows of the batch-size-1 stream for steps [start, stop), sliced from the same generated chunks
+        (or epoch permutations) as `train_batch(step, 1)`."""
+        xs, ys = [], []
+        step = start
+        while step < stop:
+            self.train_batch(step, 1)  # loads the chunk (epoch) holding `step` into self._chunk
+            per = self.train_size if self.train_size is not None else _CHUNK_SAMPLES
+            first, offset = step - step % per, step % per
+            end = min(stop, first + per)
+            if self.train_size is None:
+                xs.append(self._chunk[2][offset:offset + end - step])
+                ys.append(self._chunk[3][offset:offset + end - step])
+            else:
+                idx = self._chunk[2][offset:offset + end - step]
+                xs.append(self.train_x[idx])
+                ys.append(self.train_y[idx])
+            step = end
+        if len(xs) == 1:
+            return Batch(xs[0], ys[0])
+        return Batch(torch.cat(xs), torch.cat(ys))
+
     def eval_batches(self) -> list[Batch]:
         size = 4096
         return [Batch(self.eval_x[i:i + size], self.eval_y[i:i + size]) for i in range(0, len(self.eval_x), size)]

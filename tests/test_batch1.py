@@ -1,0 +1,219 @@
+"""The batch-1 path (batch1.py): same training as the generic loop, used automatically where it applies."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progdistill import batch1_kernels
+from progdistill.batch1 import Batch1Path, blocker, make_batch1_path
+from progdistill.config import RecipeError, load_recipe
+from progdistill.models import build_model
+from progdistill.schedule import make_schedule
+from progdistill.tasks import ParityTask
+from progdistill.teacher_outputs import TeacherOutputs
+from progdistill.trainer import KDConfig, OptimConfig, TrainConfig, train
+from progdistill.trajectory import Trajectory
+
+ARCH = {"type": "mlp", "input_dim": 12, "num_classes": 2, "width": 32}
+BACKENDS = [pytest.param("numba", marks=pytest.mark.skipif(not batch1_kernels.NUMBA, reason="Numba not installed")),
+            "torch"]
+
+
+def fresh(seed=0, arch=ARCH):
+    torch.manual_seed(seed)
+    return build_model(arch)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A small teacher trajectory (batch 8, generic loop), checkpoints every 50 steps up to 200."""
+    root = tmp_path_factory.mktemp("teacher")
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=3)
+    cfg = TrainConfig(steps=200, batch_size=8, optim=OptimConfig(lr=0.1), eval_every=50, checkpoint_every=50)
+    train(fresh(5), task, cfg, root, {"model": ARCH}, progress=False)
+    return Trajectory(root)
+
+
+def chunks_counted(monkeypatch) -> list[int]:
+    """Patch Batch1Path._chunk to record the first step of every chunk it runs."""
+    seen: list[int] = []
+    original = Batch1Path._chunk
+
+    def counting(self, a, b, *args):
+        seen.append(a)
+        return original(self, a, b, *args)
+
+    monkeypatch.setattr(Batch1Path, "_chunk", counting)
+    return seen
+
+
+CASES = {
+    "ce-cosine": (OptimConfig(lr=0.05, schedule="cosine", warmup=0.06), KDConfig(), None),
+    "ce-weight-decay": (OptimConfig(lr=0.05, weight_decay=0.1), KDConfig(), None),
+    "progressive-tau0-cosine": (OptimConfig(lr=0.05, schedule="cosine", warmup=0.06), KDConfig(),
+                                {"name": "progressive", "refresh": 40}),
+    "two-shot-tau2-alpha": (OptimConfig(lr=0.05), KDConfig(alpha=0.3, tau=2.0, scale_tau2=True),
+                            {"name": "two-shot", "checkpoint": 100, "switch": 130}),
+}
+
+
+@pytest.fixture(scope="module")
+def generic_runs():
+    return {}  # case -> (model, record) of the generic loop, shared by the backends
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_batch1_path_trains_like_the_generic_loop(tmp_path, teacher, backend, case, generic_runs, monkeypatch):
+    optim, kd, method = CASES[case]
+    task = ParityTask(d=12, k=2, eval_size=256, data_seed=4)
+
+    def run(choice):
+        model = fresh(1)
+        cfg = TrainConfig(steps=240, batch_size=1, optim=optim, kd=kd, eval_every=80, batch1=choice)
+        schedule = make_schedule(method, teacher.steps, None) if method else None
+        record = train(model, task, cfg, tmp_path / choice, {"model": ARCH}, schedule, teacher if method else None,
+                       progress=False)
+        return model, record
+
+    if case not in generic_runs:
+        generic_runs[case] = run("off")
+    generic, generic_record = generic_runs[case]
+    chunks = chunks_counted(monkeypatch)
+    fast, fast_record = run(backend)
+    assert chunks == [0, 80, 160]  # chunks end at the evaluation steps (T is 128)
+    for a, b in zip(generic.parameters(), fast.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert fast_record["supervision"] == generic_record["supervision"]
+    assert [p["step"] for p in fast_record["curve"]] == [p["step"] for p in generic_record["curve"]]
+    assert [p["accuracy"] for p in fast_record["curve"]] == pytest.approx(
+        [p["accuracy"] for p in generic_record["curve"]], abs=1 / 256)
+    if method:
+        assert len({s["checkpoint"] for s in fast_record["supervision"]}) > 1
+
+
+def test_batch1_path_is_automatic_and_can_be_turned_off(tmp_path, monkeypatch):
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=1)
+    chunks = chunks_counted(monkeypatch)
+    cfg = TrainConfig(steps=40, batch_size=1, optim=OptimConfig(lr=0.05), eval_every=20)
+    train(fresh(), task, cfg, tmp_path / "auto", {"model": ARCH}, progress=False)
+    assert chunks == [0, 20]
+    off = TrainConfig(steps=40, batch_size=1, optim=OptimConfig(lr=0.05), eval_every=20, batch1="off")
+    train(fresh(), task, off, tmp_path / "off", {"model": ARCH}, progress=False)
+    momentum = TrainConfig(steps=40, batch_size=1, optim=OptimConfig(lr=0.05, momentum=0.9), eval_every=20)
+    train(fresh(), task, momentum, tmp_path / "momentum", {"model": ARCH}, progress=False)
+    assert chunks == [0, 20]  # neither ran on the batch-1 path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch1_path_matches_a_float64_reference_as_closely_as_the_plain_float32_loop(backend):
+    """Width 2000: rounding differs from the plain loop's; both must stay as close to float64 SGD."""
+    task = ParityTask(d=20, k=3, eval_size=64, data_seed=2)
+    arch = {"type": "mlp", "input_dim": 20, "num_classes": 2, "width": 2000}
+    batch = task.train_examples(0, 200)
+
+    def plain(dtype):
+        model = fresh(3, arch).to(dtype)
+        opt = torch.optim.SGD(model.parameters(), lr=0.02)
+        for i in range(200):
+            loss = F.cross_entropy(model.net(batch.inputs[i:i + 1].to(dtype)), batch.targets[i:i + 1])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model
+
+    reference, plain32 = plain(torch.float64), plain(torch.float32)
+    fast = fresh(3, arch)
+    Batch1Path(fast, lambda step: 0.02, 0.0, 1.0, 0.0, False, backend, chunk=64, block=16).run(0, 200, task)
+    for ref, a, b in zip(reference.parameters(), plain32.parameters(), fast.parameters()):
+        plain_error = float((a.detach().double() - ref.detach()).abs().max())
+        fast_error = float((b.detach().double() - ref.detach()).abs().max())
+        assert fast_error <= 4 * plain_error + 1e-6, (fast_error, plain_error)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch1_run_resumes_bit_identically(tmp_path, teacher, backend):
+    task = ParityTask(d=12, k=2, eval_size=128, data_seed=6)
+    cfg = TrainConfig(steps=120, batch_size=1, optim=OptimConfig(lr=0.05, schedule="cosine", warmup=0.1),
+                      eval_every=20, checkpoint_every=40, state_every=40, batch1=backend)
+    schedule = lambda: make_schedule({"name": "progressive", "refresh": 30}, teacher.steps, None)  # noqa: E731
+    full_model = fresh()
+    full = train(full_model, task, cfg, tmp_path / "full", {"model": ARCH}, schedule(), teacher, progress=False)
+    train(fresh(), task, cfg, tmp_path / "part", {"model": ARCH}, schedule(), teacher, progress=False, stop_at=50)
+    state = tmp_path / "part" / "state"
+    assert sorted(f.name for f in state.iterdir()) == ["model-60.safetensors", "optimizer-60.safetensors",
+                                                       "rng-60.safetensors", "state.json"]  # the first boundary >= 50
+    resumed_model = fresh(seed=99)
+    resumed = train(resumed_model, task, cfg, tmp_path / "part", {"model": ARCH}, schedule(), teacher,
+                    progress=False)
+    assert resumed["curve"] == full["curve"] and resumed["supervision"] == full["supervision"]
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    assert Trajectory(tmp_path / "part").steps == [0, 40, 80, 120]
+
+
+def test_where_the_batch1_path_does_not_apply():
+    task = ParityTask(d=12, k=2, eval_size=64)
+    model = fresh()
+    base = dict(steps=10, batch_size=1, optim=OptimConfig(lr=0.1))
+    assert blocker(model, task, TrainConfig(**base)) is None
+    assert blocker(model, task, TrainConfig(**{**base, "batch_size": 4})) == "batch size 4 (it needs 1)"
+    assert blocker(model, task, TrainConfig(**{**base, "optim": OptimConfig(name="adam")})) == \
+        "optimizer adam (it needs sgd)"
+    assert blocker(model, task, TrainConfig(**{**base, "optim": OptimConfig(grad_clip=1.0)})) == "gradient clipping"
+    assert blocker(model, task, TrainConfig(**{**base, "kd": KDConfig(tau=1.0, kind="reverse")})) == \
+        "KD kind reverse"
+    deep = fresh(arch={**ARCH, "depth": 2})
+    assert blocker(deep, task, TrainConfig(**base)) == "a model other than a one-hidden-layer MLP"
+    teachers = TeacherOutputs(None, task, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="batch1=torch: the batch-1 path does not apply to this training: "
+                                         "batch size 4"):
+        make_batch1_path(model, task, TrainConfig(**{**base, "batch_size": 4, "batch1": "torch"}), lambda s: 0.1,
+                         teachers)
+    assert make_batch1_path(model, task, TrainConfig(**{**base, "batch_size": 4}), lambda s: 0.1, teachers) is None
+    with pytest.raises(ValueError, match="TrainConfig.batch1: Input should be 'auto', 'numba', 'torch' or 'off'"):
+        make_batch1_path(model, task, TrainConfig(**{**base, "batch1": "fast"}), lambda s: 0.1, teachers)
+
+
+def test_recipe_key_batch1(monkeypatch):
+    assert load_recipe("parity-mlp-paper").batch1 == "auto"
+    assert load_recipe("parity-mlp-paper", ["batch1=off"]).batch1 == "off"  # YAML reads off as false
+    assert load_recipe("parity-mlp-paper", ["batch1=torch"]).batch1 == "torch"
+    assert load_recipe("parity-mlp-small", ["batch1=off"]).batch1 == "off"
+    with pytest.raises(RecipeError, match="batch1: Input should be 'auto', 'numba', 'torch' or 'off'"):
+        load_recipe("parity-mlp-paper", ["batch1=fast"])
+    with pytest.raises(RecipeError, match="batch1=torch forces the batch-1 path, which cannot train the teacher: "
+                                          r"teacher.batch_size is 32 \(it needs 1\); use batch1=auto"):
+        load_recipe("parity-mlp-small", ["batch1=torch"])
+    with pytest.raises(RecipeError, match="cannot train the students: students.optim.momentum is 0.9"):
+        load_recipe("parity-mlp-paper", ["batch1=torch", "students.optim.momentum=0.9"])
+    with pytest.raises(RecipeError, match="batch1=numba runs on the CPU, not on device cuda"):
+        load_recipe("parity-mlp-paper", ["batch1=numba"])
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
+    with pytest.raises(RecipeError, match=r"batch1=numba: Numba is not installed \(pip install "
+                                          r"'progdistill\[fast\]'\)"):
+        load_recipe("parity-mlp-paper", ["batch1=numba", "device=cpu"])
+
+
+@pytest.mark.parametrize("train_size", [None, 50])
+def test_train_examples_are_the_batch_size_1_stream(train_size, monkeypatch):
+    monkeypatch.setattr("progdistill.tasks.parity._CHUNK_SAMPLES", 64)  # cross generated chunks quickly
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=5, train_size=train_size)
+    rows = task.train_examples(30, 170)
+    single = [task.train_batch(step, 1) for step in range(30, 170)]
+    assert torch.equal(rows.inputs, torch.cat([b.inputs for b in single]))
+    assert torch.equal(rows.targets, torch.cat([b.targets for b in single]))
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.5])
+def test_teacher_outputs_for_a_range_of_steps(tmp_path, teacher, tau):
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    per_step = TeacherOutputs(teacher, task, 1, cpu, labels_only=tau == 0)
+    cached = TeacherOutputs(teacher, task, 1, cpu, labels_only=tau == 0, cache=tmp_path, block=16)
+    inputs = task.train_examples(10, 70).inputs
+    expected = torch.cat([per_step.get(100, step, task.train_batch(step, 1)) for step in range(10, 70)])
+    for outputs in (per_step.get_range(100, 10, 70, inputs), cached.get_range(100, 10, 70, inputs)):
+        torch.testing.assert_close(outputs, expected)
+    assert sorted(p.name for p in (tmp_path / "checkpoint-100").iterdir()) == [
+        f"block-{i}.safetensors" for i in range(5)]

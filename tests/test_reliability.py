@@ -1,0 +1,226 @@
+"""Bad input is refused with one line naming the problem; files are written safely (issue: reliability)."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from progdistill.cli import main, one_line
+from progdistill.config import RecipeError, load_recipe
+from progdistill.grammar import parse_grammar, sample_sentences_recursive
+from progdistill.io import OutputError, remove_stale_temporaries, write_json, write_text
+
+
+@pytest.mark.parametrize("override, match", [
+    ("teacher.steps=[1,", r"override teacher\.steps: expected"),
+    ("teacher.steps=!!python/object/apply:os.system ['touch MARKER']", r"YAML tag !!python/object/apply:os\.system"),
+    ("teacher.steps=true", r"teacher\.steps: expected a number, got a boolean"),
+    ("students.kd.alpha=true", r"students\.kd\.alpha: expected a number, got a boolean"),
+    ("students.steps=[100, false]", r"students\.steps: expected a number, got a boolean"),
+    ("students.methods.2.speed=.inf", r"students\.methods\.2\.speed: Input should be a finite number"),
+    ("teacher.optim.betas=[0.9, 1.0]", r"teacher\.optim\.betas\.1: Input should be less than 1"),
+    ("teacher.optim.betas=[-0.1, 0.9]", r"teacher\.optim\.betas\.0: Input should be greater than or equal to 0"),
+    ("teacher..steps=3", r"'teacher\.\.steps' is not a dotted key"),
+])
+def test_bad_overrides_are_refused_with_the_key(override, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe("parity-mlp-small", [override])
+
+
+def test_python_tags_never_run(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    recipe = tmp_path / "evil.yaml"
+    recipe.write_text(f"name: evil\nteacher: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{recipe}:2: YAML tag !!python/object/apply:os.system" in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"name: a\nteacher: {steps: 1}\nteacher: {steps: 2}\n", r":3: duplicate key 'teacher' \(first on line 2\)"),
+    (b"name: a\nstudents:\n  seeds: [0]\n  seeds: [1]\n", r":4: duplicate key 'seeds' \(first on line 3\)"),
+    (b"name: ok\ndescription: caf\xe9\n", r":2: not UTF-8 text \(byte 0xe9"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", r": nested too deeply"),
+    (b"- a\n- b\n", r": a recipe must be a YAML mapping, not list"),
+])
+def test_malformed_recipe_files(tmp_path, content, match):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content)
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(str(path))
+
+
+def test_cli_errors_are_one_clipped_line(tmp_path, capsys):
+    grammar = tmp_path / "g.txt"
+    grammar.write_text("s -> 'a' " + "q" * 1_000_000 + "\nx -> y\n")
+    assert main(["grammar", "show", str(grammar)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and len(err) < 1500
+    assert one_line("a\n\n  b   c\n") == "a; b c"
+
+
+def test_json_has_no_nan_and_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {"loss": float("nan"), "xs": [1.0, float("inf")], "ok": 2.5})
+        write_text(tmp_path / "r.txt", "hi")
+    finally:
+        os.umask(old)
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")) == \
+        {"loss": None, "xs": [1.0, None], "ok": 2.5}
+    for name in ("r.json", "r.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_write_errors_name_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match=rf"cannot write {blocker}/sub: "):
+        write_json(blocker / "sub" / "r.json", {})
+    with pytest.raises(OutputError, match=r"cannot write .*: File name too long"):
+        write_json(tmp_path / ("n" * 300) / "r.json", {})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".r.json.x1.tmp").write_text("half")
+    assert remove_stale_temporaries(tmp_path) == 1 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_recursive_sampler_handles_very_long_sentences():
+    g = parse_grammar("s -> 'a' s [0.999]\ns -> 'a' [0.001]\n")
+    lengths = [len(s) for s in sample_sentences_recursive(g, 50, seed=0)]
+    assert max(lengths) > 1000  # far deeper than Python's recursion limit allows a recursive sampler
+    with pytest.raises(ValueError, match="exceeded max_len=100"):
+        sample_sentences_recursive(g, 50, seed=0, max_len=100)
+
+
+def test_environment_names_the_machine():
+    from progdistill.io import _ISA_FLAGS, environment_info
+
+    machine = environment_info()["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["torch_threads"] >= 1
+    assert set(machine["isa_flags"]) <= set(_ISA_FLAGS)
+    assert machine["torch_cpu_capability"] in ("DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256", "SVE")
+
+
+def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from progdistill.runlock import FolderInUseError, lock_run_folder, unlock_run_folder
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from progdistill.runlock import "
+                               f"lock_run_folder; lock_run_folder({str(tmp_path / 'run')!r}); print('locked', "
+                               "flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUseError, match=rf"{tmp_path / 'run'} is in use by progdistill \(pid {holder.pid}\)"):
+            lock_run_folder(tmp_path / "run")
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_run_folder(tmp_path / "run")  # the OS released the dead holder's lock
+    unlock_run_folder(tmp_path / "run")
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
+        "from progdistill.processes import die_with_parent\n"
+        "def pid(_):\n    time.sleep(0.5)\n    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), initializer=die_with_parent)\n"
+        "    print(*set(pool.map(pid, range(4))), flush=True)\n"
+        "    time.sleep(60)\n")
+    (tmp_path / "parent.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert workers
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in workers if _alive(p)]
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("arch", [
+    {"type": "mlp", "width": 16},
+    {"type": "gpt", "layers": 1, "heads": 2, "head_dim": 4},
+    {"type": "bert", "layers": 1, "heads": 2, "head_dim": 4, "dropout": 0.1},
+    {"type": "gpt-lm", "layers": 1, "heads": 2, "head_dim": 4, "dropout": 0.1},
+])
+def test_resume_is_bit_identical_with_dropout(tmp_path, arch):
+    import torch
+
+    from progdistill.grammar import generate_grammar
+    from progdistill.models import build_model, resolve_architecture
+    from progdistill.tasks import ParityTask
+    from progdistill.tasks.pcfg import PCFGARTask, PCFGMLMTask
+    from progdistill.trainer import OptimConfig, TrainConfig, train
+
+    if arch["type"] in ("mlp", "gpt"):
+        task = ParityTask(d=8, k=2, eval_size=64, data_seed=1)
+    else:
+        grammar = generate_grammar(levels=2, rhs_lengths=(2,), seed=0)
+        task = (PCFGMLMTask(grammar, eval_size=32, data_seed=1) if arch["type"] == "bert"
+                else PCFGARTask(grammar, level=1, eval_size=32, data_seed=1))
+    resolved = resolve_architecture(arch, task.model_io())
+    cfg = TrainConfig(steps=20, batch_size=8, optim=OptimConfig(name="adamw", lr=3e-3), eval_every=5)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(resolved)
+
+    straight = fresh()
+    train(straight, task, cfg, tmp_path / "a", {"model": resolved}, progress=False)
+    resumed = fresh()
+    train(resumed, task, cfg, tmp_path / "b", {"model": resolved}, progress=False, stop_at=10)
+    torch.manual_seed(12345)  # as in a new process: the global generator is wherever it happens to be
+    resumed = fresh()
+    train(resumed, task, cfg, tmp_path / "b", {"model": resolved}, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_teacher_killed_after_its_last_file_is_finished_and_reusable(tmp_path, monkeypatch):
+    from progdistill import trainer
+    from progdistill.experiment import finished_teacher, train_teacher
+    from progdistill.trajectory import Trajectory
+
+    recipe = load_recipe("parity-mlp-small", ["task.d=10", "task.k=2", "task.eval_size=64", "teacher.steps=40",
+                                              "teacher.checkpoint_every=20", "teacher.eval_every=10",
+                                              "teacher.model.width=8"])
+
+    class Killed(Exception):
+        pass
+
+    def killed(path, *args, **kwargs):
+        raise Killed  # the kill lands between curve.json and the removal of the resumable state
+
+    monkeypatch.setattr(trainer.shutil, "rmtree", killed)
+    with pytest.raises(Killed):
+        train_teacher(recipe, tmp_path, progress=False)
+    monkeypatch.undo()
+    folder = tmp_path / "teacher"
+    assert (folder / "state").is_dir() and (folder / "supervision.json").is_file()
+    reuse = load_recipe("parity-mlp-small", [f"teacher.path={folder}", "task.d=10", "task.k=2", "task.eval_size=64",
+                                             "teacher.model.width=8"])
+    assert finished_teacher(reuse, tmp_path / "other").steps == [0, 20, 40]
+    assert train_teacher(recipe, tmp_path, progress=False).steps == Trajectory(folder).steps
+    assert not (folder / "state").exists()
