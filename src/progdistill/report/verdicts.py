@@ -103,34 +103,39 @@ def _supervision(out, label: str, budget: str, seed: str) -> Any:
 
 
 def identical_rows(summary: dict[str, Any], out, tau: float, curves: dict | None = None) -> list[str]:
-    """A sentence for each pair of methods whose students ended identical at a budget, saying why.
+    """A sentence for each group of methods whose students ended identical at a budget, saying why.
     `curves`: (label, budget) -> SeedCurves, to compare whole held-out curves."""
     curves = curves or {}
     teacher = summary["teacher"]
-    final, perfect = teacher["checkpoints"][-1], teacher["curve"][-1]["accuracy"] >= PERFECT
+    perfect = {c for c in teacher["checkpoints"]
+               if min(teacher["curve"], key=lambda p: abs(p["step"] - c))["accuracy"] >= PERFECT}
     notes = []
     for budget in budgets(summary):
-        labels = [k for k, e in summary["methods"].items() if budget in e["budgets"]]
-        for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
-                ea, eb = summary["methods"][a]["budgets"][budget], summary["methods"][b]["budgets"][budget]
-                if not _same_students(ea, eb, curves.get((a, int(budget))), curves.get((b, int(budget)))):
-                    continue
-                used = {k: {c for r in e["seeds"].values() for c in r.get("teacher_checkpoints", [])}
-                        for k, e in ((a, ea), (b, eb))}
-                pair = f"`{a}` and `{b}` (budget {int(budget):,})"
-                teacherless_or_final = {frozenset(used[a]), frozenset(used[b])} <= {frozenset(), frozenset({final})}
-                if tau == 0 and perfect and teacherless_or_final:
-                    notes.append(f"{pair} have identical rows: with τ = 0 a student learns the teacher's argmax as "
-                                 f"its label, and the final teacher (held-out accuracy "
-                                 f"{teacher['curve'][-1]['accuracy']:.3f}) gives the true label on every input, so "
-                                 "both saw the same labels, from the same initialisation, on the same data.")
-                elif all(_supervision(out, a, budget, s) == _supervision(out, b, budget, s) is not None
-                         for s in ea["seeds"]):
-                    notes.append(f"{pair} have identical rows: their schedules resolved to the same teacher "
-                                 "checkpoint at every step (see the methods table), and students of one seed share "
-                                 "their initialisation and data.")
-                else:
-                    notes.append(f"{pair} have identical rows although their supervision differs: the checkpoints "
-                                 "they learned from gave the same labels on the inputs these students saw.")
+        entries = {k: e["budgets"][budget] for k, e in summary["methods"].items() if budget in e["budgets"]}
+        groups: list[list[str]] = []
+        for label in entries:  # each method joins the first group whose first member it equals
+            home = next((g for g in groups if _same_students(entries[g[0]], entries[label],
+                                                             curves.get((g[0], int(budget))),
+                                                             curves.get((label, int(budget))))), None)
+            if home is None:
+                groups.append([label])
+            else:
+                home.append(label)
+        for group in (g for g in groups if len(g) > 1):
+            used = sorted({c for k in group for r in entries[k]["seeds"].values()
+                           for c in r.get("teacher_checkpoints", [])})
+            head = f"{_names(group)} (budget {int(budget):,}) have identical rows"
+            if tau == 0 and set(used) <= perfect:
+                which = ", ".join(f"{c:,}" for c in used)
+                notes.append(f"{head}: with τ = 0 a student learns its teacher checkpoint's argmax as its label, "
+                             f"and every checkpoint these students learned from ({which}) is perfect on the "
+                             "held-out set (accuracy 1.000), so its argmax is the true label: the same labels, "
+                             "from the same initialisation, on the same data.")
+            elif all(len({repr(_supervision(out, k, budget, s)) for k in group}) == 1
+                     and _supervision(out, group[0], budget, s) is not None for s in entries[group[0]]["seeds"]):
+                notes.append(f"{head}: their schedules resolved to the same teacher checkpoint at every step (see "
+                             "the methods table), and students of one seed share their initialisation and data.")
+            else:
+                notes.append(f"{head} although their supervision differs: the checkpoints they learned from gave "
+                             "the same labels on the inputs these students saw.")
     return notes
