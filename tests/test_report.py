@@ -111,10 +111,10 @@ def check_first_paragraph(out) -> int:
     stated = 0
     for budget, text in re.findall(r"At budget ([\d,]+) steps, (.*?)(?= At budget |$)", paragraph):
         budget = budget.replace(",", "")
-        entries = {k: e["budgets"][budget] for k, e in summary["methods"].items()}
+        entries = {k: e["budgets"][budget] for k, e in summary["methods"].items() if budget in e["budgets"]}
         first = re.search(r"`(\S+)` reached the target accuracy (\d+(?:\.\d+)?) first: in ([\d,]+) training samples "
-                          r"\(median of (\d+) seeds\)(?:, (\d+(?:\.\d+)?)× the ([\d,]+) samples CE needed|, at most (\d+(?:\.\d+)?)× "
-                          r"CE's ([\d,]+) \(a lower bound: CE reached it on (\d+) of \d+ seeds within its budget\))?", text)
+                          r"\(median of (\d+) seeds?\)(?:, (\d+(?:\.\d+)?)× the ([\d,]+) samples CE needed|, at most (\d+(?:\.\d+)?)× "
+                          r"CE's ([\d,]+) \(a lower bound: CE reached it on (\d+) of \d+ seeds? within its budget\))?", text)
         exact = {k: e for k, e in entries.items() if not e["median_samples_is_lower_bound"]}
         if first:
             label, samples = first[1], int(first[3].replace(",", ""))
