@@ -161,7 +161,9 @@ def test_probes_of_a_saved_teacher_are_reused_only_when_they_would_be_the_same(t
 def test_a_checkpoint_the_teacher_never_saved_is_refused_before_any_student(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.seeds=[0]"]
-    assert main(["run", str(tiny), "--out", str(out), *small,
+    assert main(["teacher", str(tiny), "--out", str(tmp_path / "a"), *small]) == 0
+    saved = f"teacher.path={tmp_path / 'a' / 'teacher'}"  # a saved teacher: its trajectory decides, at run time
+    assert main(["run", str(tiny), "--out", str(out), *small, saved,
                  "students.methods=[ce, {name: two-shot, checkpoint: 12345, switch: 10}]"]) == 2
     assert "method 'two-shot': checkpoint 12345 is past the teacher's last saved step (100)" in capsys.readouterr().err
     assert not (out / "students").exists()
@@ -181,7 +183,7 @@ def test_end_to_end_run_report_and_resume(tiny, tmp_path, capsys):
     assert summary["teacher"]["curve"][-1]["accuracy"] > 0.9 and summary["teacher"]["loss_spikes"] == []
     assert summary["teacher"]["auto_checkpoint"]["middle"] in summary["teacher"]["checkpoints"]
     report = (out / "report.md").read_text()
-    assert "| 300 | progressive |" in report and "degree-1 in-support" in report
+    assert "| 300 | `progressive` |" in report and "degree-1 in-support" in report
     for png in ("teacher.png", "students.png", "monomials.png"):
         assert (out / "plots" / png).stat().st_size > 10_000
     run = json.loads((out / "run.json").read_text())
@@ -235,22 +237,23 @@ def test_report_refuses_a_run_folder_without_a_finished_teacher(tiny, tmp_path, 
 
 
 def test_sweep_table_shows_median_range_and_mean_with_standard_error():
-    from progdistill.report import sweep_table
+    from progdistill.report.tables import sweep_table, sweep_text
 
     sweep = [{"checkpoint": 100, "seeds": [0, 1, 2], "final_accuracies": [0.60, 0.70, 0.80],
               "median_final_accuracy": 0.70},
              {"checkpoint": 200, "seeds": [0], "final_accuracies": [0.75], "median_final_accuracy": 0.75}]
     summary = {"sweep": sweep, "teacher": {"curve": [{"step": 100, "accuracy": 0.6}, {"step": 200, "accuracy": 0.9}]},
                "sweep_best": {"checkpoint": 200, "median_final_accuracy": 0.75, "overlapping": [100]}}
-    table = sweep_table(summary)
-    assert "| 100 | 0.600 | 0.7000 [0.6000–0.8000] | 0.7000 ± 0.0577 |" in table  # s.d. 0.1 / sqrt(3)
-    assert "| 200 | 0.900 | 0.7500 [0.7500–0.7500] | 0.7500 |" in table
-    assert "Best T: 200. Other T whose best seed reaches the best T's worst seed: 100." in table
+    _, rows = sweep_table(summary)
+    assert rows[0] == ["100", "0.600", "0.7000 [0.6000–0.8000]", "0.7000 ± 0.0577"]  # s.d. 0.1 / sqrt(3)
+    assert rows[1] == ["200", "0.900", "0.7500 [0.7500–0.7500]", "0.7500"]
+    assert sweep_text(summary) == "Best T: 200. Other T whose best seed reaches the best T's worst seed: 100."
 
 
 @pytest.mark.parametrize("reached, text", [([None, None, 1600], "≥ 4,800"), ([3200, None, 1600], "3,200")])
 def test_median_samples_to_target_is_marked_when_only_a_lower_bound(tmp_path, reached, text):
-    from progdistill.experiment import _method_summary, samples_to_target_text, student_folder
+    from progdistill.experiment import _method_summary
+    from progdistill.layout import samples_to_target_text, student_folder
     from progdistill.io import write_json
 
     for seed, samples in enumerate(reached):

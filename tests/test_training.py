@@ -236,26 +236,42 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(tmp_path):
 
 
 def test_loss_spikes_are_found_and_reported():
-    from progdistill.report import student_spike_warning, teacher_spike_warning
+    import numpy as np
+
+    from progdistill.report.curves import SeedCurves
+    from progdistill.report.health import health
     from progdistill.trajectory import loss_spikes
 
     losses = [2.1, 0.9, 0.85, 10.4, 0.84, 0.8, 1.5, 0.5, 1.01]
-    curve = [{"step": 50 * i, "loss": x} for i, x in enumerate(losses)]
+    curve = [{"step": 50 * i, "loss": x, "accuracy": 0.5 + 0.05 * i} for i, x in enumerate(losses)]
     assert loss_spikes(curve) == [{"step": 150, "loss": 10.4, "best_before": 0.85},
                                   {"step": 400, "loss": 1.01, "best_before": 0.5}]
     assert loss_spikes(curve[:3]) == [] and loss_spikes(curve, factor=20) == []
-    seeds = {"0": {"loss_spikes": []}, "1": {"loss_spikes": loss_spikes(curve)[:1]}}
-    summary = {"teacher": {"loss_spikes": []}, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
-    assert teacher_spike_warning(summary) == []
-    (line,) = student_spike_warning(summary)
-    assert "for ce budget 300: 1 of 2 seed(s), 1 evaluation(s) from step 150 (highest 10.4, after a best of 0.85)." in line
-    seeds["0"]["loss_spikes"] = loss_spikes(curve)[1:]
-    (line,) = student_spike_warning(summary)
-    assert "ce budget 300: 2 of 2 seed(s), 2 evaluation(s) from step 150 (highest 10.4, after a best of 0.85)" in line
-    summary["teacher"]["loss_spikes"] = loss_spikes(curve)
-    (line,) = teacher_spike_warning(summary)
-    assert "the teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150" in line
-    assert teacher_spike_warning({"teacher": {}}) == [] and student_spike_warning({"methods": {}}) == []
+    seeds = {"0": {"loss_spikes": [], "final_accuracy": 0.9}, "1": {"loss_spikes": loss_spikes(curve)[:1],
+                                                                   "final_accuracy": 0.9}}
+    teacher = {"curve": curve, "checkpoints": [0, 400], "phases": {"drop_start": 100, "drop_end": 200, "middle": 150,
+                                                                  "metric": "loss"}, "loss_spikes": []}
+    summary = {"teacher": teacher, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
+    acc = np.array([[p["accuracy"] for p in curve]] * 2)
+    recovered = SeedCurves(np.arange(9.0), acc, np.array([[2.0, 1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], losses[:8] + [0.8]]))
+    text = health(summary, {("ce", 300): recovered}, 2)
+    assert text.startswith("**Run health: the numbers can be trusted.** The teacher left its plateau (sharp drop at "
+                           "steps 100–200)") and "1 of 2 students had a held-out loss spike" in text
+    lasting = SeedCurves(np.arange(9.0), acc, np.array([[2.0, 1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], losses]))
+    text = health(summary, {("ce", 300): lasting}, 2)  # ends at 1.01 after a best of 0.5: not recovered
+    assert text.startswith("**Run health: read the numbers with care.** 1 student(s) ended well below their own best "
+                           "(held-out loss above twice its best, or accuracy more than 0.05 below its best): `ce` at "
+                           "budget 300 (seed 1)")
+    seeds["1"]["teacher_checkpoints"] = [100]  # still taught by an intermediate checkpoint at the end: expected
+    text = health(summary, {("ce", 300): lasting}, 2)
+    assert text.startswith("**Run health: the numbers can be trusted.**")
+    assert "1 student(s) ended below their own best while still taught by an intermediate checkpoint" in text
+    del seeds["1"]["teacher_checkpoints"]
+    teacher["loss_spikes"] = loss_spikes(curve)
+    text = health(summary, {("ce", 300): recovered}, 3)
+    assert ("teacher's held-out loss spiked above twice its best so far at 2 evaluation(s) from step 150 (highest "
+            "10.4 after a best of 0.85) and had not recovered at the end") in text
+    assert "some students have not finished: `ce` at budget 300 (2 of 3)" in text
 
 
 @pytest.mark.parametrize("a, b, window, threshold, skip", [

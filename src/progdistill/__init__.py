@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 from .config import Recipe, RecipeError, load_recipe, recipe_names  # noqa: E402
-from .experiment import run_experiment, train_student, train_teacher  # noqa: E402
+from .experiment import train_student, train_teacher  # noqa: E402
+from .pipeline import run_experiment  # noqa: E402
 from .io import CheckpointError  # noqa: E402
 from .losses import distillation_loss, kd_loss  # noqa: E402
 from .models import build_model, resolve_architecture  # noqa: E402

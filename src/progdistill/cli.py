@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import RecipeError, load_recipe, recipe_names, recipe_text
 from .io import CheckpointError
 
@@ -25,12 +26,13 @@ def _out(args, recipe) -> Path:
 
 
 def cmd_run(args) -> None:
-    from .experiment import run_experiment, samples_to_target_text
+    from .layout import samples_to_target_text
+    from .pipeline import run_experiment
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
     summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log)
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
             print(f"  {label:>14} budget {budget}: median final accuracy {b['median_final_accuracy']:.3f}, "
@@ -62,21 +64,35 @@ def cmd_oracle(args) -> None:
 
 
 def cmd_recipes(args) -> None:
+    if args.show:
+        print(recipe_text(args.show)[0], end="")
+        return
+    if args.keys is not None:
+        from .recipe_keys import format_keys, recipe_keys
+
+        keys = [k for k in recipe_keys() if k.path.startswith(args.keys)]
+        if not keys:
+            raise RecipeError(f"recipes --keys: no recipe key starts with {args.keys!r}")
+        print(format_keys(keys))
+        return
     for name in recipe_names():
         recipe = load_recipe(name)
         print(f"{name:22} {recipe.description.strip().splitlines()[0] if recipe.description else ''}")
-    if args.show:
-        print(recipe_text(args.show)[0])
 
 
 def _teacher_stage(args):
-    """Load the recipe, prepare the run folder, train (or load) the teacher, detect its phases."""
-    from .experiment import prepare_run, teacher_phases, train_teacher
+    """Load the recipe, prepare the run folder, train (or load) the teacher, detect its phases. A stage
+    after the teacher's (probe, distill) says so on stderr when it has to train the teacher first."""
+    from .experiment import finished_teacher, prepare_run, teacher_phases, train_teacher
     from .metric_logging import require_backends
 
     recipe = load_recipe(args.recipe, args.overrides)
     require_backends(getattr(args, "log", []))
     out = prepare_run(recipe, _out(args, recipe))
+    if args.command != "teacher" and finished_teacher(recipe, out) is None:
+        print(f"{out} has no finished teacher: training it first ({recipe.teacher.steps:,} steps, what "
+              f"`progdistill teacher {args.recipe} --out {out}` does), then the {args.command} stage",
+              file=sys.stderr)
     trajectory = train_teacher(recipe, out, not args.quiet, getattr(args, "log", []))
     return recipe, out, trajectory, teacher_phases(recipe, trajectory, out)
 
@@ -116,7 +132,8 @@ def cmd_report(args) -> None:
         raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "
                           f"(`progdistill teacher` or `progdistill run` trains it)")
     summary = summarize(recipe, out, traj, teacher_phases(recipe, traj, out))
-    print(f"report: {write_report(recipe, out, summary)}")
+    path = write_report(recipe, out, summary)
+    print(f"report: {path} and {path.with_suffix('.html')}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(summary["methods"], indent=1))
 
@@ -174,12 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="progdistill",
         description="Progressive distillation: train a teacher, probe its trajectory, distill students "
                     "from its checkpoints with several schedules, and report.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def stage(name: str, fn, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("recipe", help="a shipped recipe name (see `progdistill recipes`) or a YAML file")
-        p.add_argument("overrides", nargs="*", help=_OVERRIDES)
+        p.add_argument("overrides", nargs="*", default=[], help=_OVERRIDES)
         p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there, "
                        "and a config that only adds seeds, budgets or methods grows it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -196,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage("distill", cmd_distill, "train the students (every method x budget x seed)")
     p = sub.add_parser("report", help="(re)write report.md, plots and summary.json of a run folder")
     p.add_argument("run", help="a run folder made by `progdistill run`")
-    p.add_argument("--json", action="store_true", help="also print the per-method summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the per-method summary as JSON on stdout (the "
+                   "report's path goes to stderr)")
     p.set_defaults(fn=cmd_report)
     grammar = sub.add_parser("grammar", help="show or sample a grammar").add_subparsers(dest="action", required=True)
     for name, fn, text in (("show", cmd_grammar_show, "print a grammar, its levels and sentence-length statistics"),
@@ -213,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     text = "score the grammar's exact Bayes-optimal masked LM on a pcfg-mlm recipe's held-out set (CPU)"
     p = sub.add_parser("oracle", help=text, description=text)
     p.add_argument("recipe", help="a shipped recipe name or a YAML file (task.eval_size sets the sentences)")
-    p.add_argument("overrides", nargs="*", help=_OVERRIDES)
+    p.add_argument("overrides", nargs="*", default=[], help=_OVERRIDES)
     p.add_argument("--ngram-sentences", type=_positive, metavar="N",
                    help="also run the n-gram probe on the first N held-out sentences")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -225,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a checkpoint folder (with meta.json) or a trajectory folder (RUN/teacher)")
     p.add_argument("out_dir", help="the folder to write")
     p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("recipes", help="list the shipped recipes")
-    p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
+    p = sub.add_parser("recipes", help="list the shipped recipes, print one, or document every recipe key")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--show", metavar="NAME", help="print only this recipe's YAML (a shipped name or a file)")
+    group.add_argument("--keys", nargs="?", const="", metavar="PREFIX",
+                       help="print every recipe key (or those starting with PREFIX, e.g. students.kd) with its "
+                            "type, default and description")
     p.set_defaults(fn=cmd_recipes)
     return parser
 

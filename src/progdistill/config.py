@@ -59,13 +59,14 @@ class Strict(BaseModel):
 
 # --- tasks -----------------------------------------------------------------------------------
 class ParityTaskConfig(Strict):
-    name: Literal["parity"] = "parity"
+    name: Literal["parity"] = Field("parity", description="sparse parity of k of d ±1 inputs")
     d: int = Field(100, ge=1, description="input dimension")
     k: int = Field(6, ge=1, description="support size")
-    support: Literal["first", "random"] = "first"
+    support: Literal["first", "random"] = Field("first", description="support coordinates: the first k, or k "
+                                                "drawn with task.seed")
     num_labels: int = Field(2, ge=2, description="2 = sparse parity; 2^m = hierarchical variant")
     train_size: int | None = Field(None, ge=1, description="fixed training set (finite-sample mode)")
-    eval_size: int = Field(4096, ge=1)
+    eval_size: int = Field(4096, ge=1, description="held-out examples (disjoint from training when d <= 62)")
     seed: int = Field(0, description="defines the problem: random support, held-out set")
 
     @model_validator(mode="after")
@@ -79,11 +80,11 @@ class ParityTaskConfig(Strict):
 
 class GenerateSpec(Strict):
     levels: int = Field(3, ge=1, description="non-terminal levels below the root")
-    symbols_per_level: int = Field(3, ge=1)
-    rules_per_symbol: int = Field(2, ge=1)
-    rhs_lengths: tuple[int, ...] = (2, 3)
-    terminals: int = Field(3, ge=1)
-    seed: int = 0
+    symbols_per_level: int = Field(3, ge=1, description="non-terminals per level")
+    rules_per_symbol: int = Field(2, ge=1, description="rules per non-terminal, uniform probabilities")
+    rhs_lengths: tuple[int, ...] = Field((2, 3), description="lengths a rule's right-hand side may have")
+    terminals: int = Field(3, ge=1, description="terminal symbols (the vocabulary of sentences)")
+    seed: int = Field(0, description="seed of the generated rules")
 
 
 class GrammarSpec(Strict):
@@ -100,17 +101,18 @@ class GrammarSpec(Strict):
 
 
 class _PCFGTask(Strict):
-    grammar: GrammarSpec
+    grammar: GrammarSpec = Field(description="the grammar: a file (path) or generated (generate)")
     max_len: int | None = Field(None, ge=1, description="longest sentence (terminals); default: 99.9th percentile")
-    eval_size: int = Field(1024, ge=1)
+    eval_size: int = Field(1024, ge=1, description="held-out sentences")
     seed: int = Field(0, description="defines the held-out set")
 
 
 class PCFGMLMTaskConfig(_PCFGTask):
-    name: Literal["pcfg-mlm"] = "pcfg-mlm"
-    mask_prob: float = Field(0.3, gt=0, le=1)
-    mask_token_prob: float = Field(0.8, ge=0, le=1)
-    random_token_prob: float = Field(0.1, ge=0, le=1)
+    name: Literal["pcfg-mlm"] = Field("pcfg-mlm", description="masked language modelling on grammar sentences")
+    mask_prob: float = Field(0.3, gt=0, le=1, description="fraction of positions selected for the loss")
+    mask_token_prob: float = Field(0.8, ge=0, le=1, description="of the selected, fraction replaced by MASK")
+    random_token_prob: float = Field(0.1, ge=0, le=1, description="of the selected, fraction replaced by a "
+                                                                    "random terminal (the rest stay)")
 
     @model_validator(mode="after")
     def _check(self) -> "PCFGMLMTaskConfig":
@@ -120,20 +122,21 @@ class PCFGMLMTaskConfig(_PCFGTask):
 
 
 class PCFGARTaskConfig(_PCFGTask):
-    name: Literal["pcfg-ar"] = "pcfg-ar"
+    name: Literal["pcfg-ar"] = Field("pcfg-ar", description="next-token prediction on grammar sentences, scored "
+                                     "at span ends")
     level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
 
 
 class TensorsTaskConfig(Strict):
     """Your own tensors (a `TensorTask`) read from a safetensors file."""
 
-    name: Literal["tensors"] = "tensors"
+    name: Literal["tensors"] = Field("tensors", description="your own tensors from a safetensors file")
     path: str = Field(description="safetensors file holding train_inputs, train_targets and, optionally, "
                       "eval_inputs, eval_targets")
     eval_fraction: float | None = Field(None, gt=0, lt=1, description="without eval_* tensors in the file: hold "
                                         "out this fraction of the training examples (a permutation seeded by seed)")
     seed: int = Field(0, description="defines the held-out split")
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(1024, ge=1, description="held-out examples per evaluation batch")
     model_io: dict[str, int] = Field({}, description="model inputs and outputs to set (pad_id, ...) or override; "
                                      "the rest is inferred from the tensors")
 
@@ -173,40 +176,41 @@ TaskConfig = Annotated[Union[Annotated[BuiltinTaskConfig, Tag("(builtin)")],
 
 # --- models ----------------------------------------------------------------------------------
 class MLPConfig(Strict):
-    type: Literal["mlp"] = "mlp"
-    width: int = Field(ge=1)
-    depth: int = Field(1, ge=1)
+    type: Literal["mlp"] = Field("mlp", description="ReLU MLP on the ±1 inputs")
+    width: int = Field(ge=1, description="hidden units per layer")
+    depth: int = Field(1, ge=1, description="hidden layers")
 
 
 class GPTConfig(Strict):
-    type: Literal["gpt"] = "gpt"
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    head_dim: int = Field(8, ge=1)
+    type: Literal["gpt"] = Field("gpt", description="GPT-2-style Transformer reading the inputs as tokens, "
+                                 "predicting at the last position")
+    layers: int = Field(2, ge=1, description="Transformer blocks")
+    heads: int = Field(4, ge=1, description="attention heads per block")
+    head_dim: int = Field(8, ge=1, description="size of one head (hidden size = heads x head_dim)")
 
 
 class _LMConfig(Strict):
-    layers: int = Field(4, ge=1)
-    heads: int = Field(8, ge=1)
-    head_dim: int = Field(8, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    layers: int = Field(4, ge=1, description="Transformer blocks")
+    heads: int = Field(8, ge=1, description="attention heads per block")
+    head_dim: int = Field(8, ge=1, description="size of one head (hidden size = heads x head_dim)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability")
 
 
 class BertConfig(_LMConfig):
-    type: Literal["bert"] = "bert"
+    type: Literal["bert"] = Field("bert", description="post-LN BERT encoder (masked LM)")
     layout: Literal["default", "hf"] = Field("default", description="hf: Hugging Face BERT's layout (LayerNorm on "
                                              "the embeddings, MLM head transform), exportable as BertForMaskedLM")
 
 
 class GPTLMConfig(_LMConfig):
-    type: Literal["gpt-lm"] = "gpt-lm"
+    type: Literal["gpt-lm"] = Field("gpt-lm", description="GPT-style causal decoder (next-token LM)")
 
 
 class HFModelConfig(Strict):
     """A Hugging Face `transformers` model (the [hf] extra): built from `config` or read from `path`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
-    type: Literal["hf"] = "hf"
+    type: Literal["hf"] = Field("hf", description="a Hugging Face transformers model (extra [hf])")
     model_class: Literal["AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModelForSequenceClassification"] = \
         Field(alias="class", description="the Auto class that builds it")
     config: dict[str, Any] | None = Field(None, description="AutoConfig.for_model arguments, with model_type; the "
@@ -223,7 +227,6 @@ class HFModelConfig(Strict):
 
         require_transformers()
         return self
-
 
 
 class ImportedModelConfig(BaseModel):
@@ -253,21 +256,22 @@ ModelConfig = Annotated[Union[Annotated[BuiltinModelConfig, Tag("(builtin)")],
 
 # --- training --------------------------------------------------------------------------------
 class OptimSection(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
-    schedule: Literal["constant", "cosine"] = "constant"
+    name: Literal["sgd", "adam", "adamw"] = Field("sgd", description="optimizer")
+    lr: float = Field(0.01, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam / AdamW betas")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate schedule after warmup")
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (null: no clipping)")
 
 
 class KDSection(Strict):
     alpha: float = Field(0.0, ge=0, le=1, description="weight of the ground-truth CE term")
     tau: float = Field(0.0, ge=0, description="temperature; 0 = teacher argmax as hard label")
-    kind: Literal["forward", "reverse"] = "forward"
-    scale_tau2: bool = False
+    kind: Literal["forward", "reverse"] = Field("forward", description="KL direction (reverse needs tau > 0)")
+    scale_tau2: bool = Field(False, description="multiply the KD term by tau^2")
 
     @model_validator(mode="after")
     def _check(self) -> "KDSection":
@@ -294,14 +298,16 @@ class TrainSettings(Strict):
 
 
 class TeacherSection(Strict):
-    model: ModelConfig | None = Field(None, description="needed unless path is given")
-    steps: int | None = Field(None, ge=1, description="needed unless path is given")
-    batch_size: int | None = Field(None, ge=1, description="needed unless path is given")
-    optim: OptimSection = OptimSection()
-    eval_every: int = Field(100, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1, description="needed unless path is given")
+    model: ModelConfig | None = Field(None, description="the teacher's architecture, chosen by type (needed unless "
+                                      "path is given)")
+    steps: int | None = Field(None, ge=1, description="training steps (needed unless path is given)")
+    batch_size: int | None = Field(None, ge=1, description="samples per step (needed unless path is given)")
+    optim: OptimSection = Field(OptimSection(), description="optimizer and learning-rate schedule")
+    eval_every: int = Field(100, ge=1, description="held-out evaluation every n steps (the curve)")
+    checkpoint_every: int | None = Field(None, ge=1, description="save a checkpoint every n steps (the trajectory; "
+                                         "needed unless path is given)")
     log_checkpoints: int = Field(0, ge=0, description="extra log-spaced early checkpoints")
-    seed: int = 0
+    seed: int = Field(0, description="initialisation and training data of the teacher")
     path: str | list[str] | None = Field(None, description="use this trajectory instead of training a teacher: a "
                                          "progdistill teacher folder, a transformers.Trainer output folder of "
                                          "checkpoint-N, or a list of hub repo@revision entries (local cache only)")
@@ -323,7 +329,8 @@ class TeacherSection(Strict):
 
 
 class PhasesSection(Strict):
-    metric: Literal["loss", "accuracy"] = "loss"
+    metric: Literal["loss", "accuracy"] = Field("loss", description="held-out curve in which to find the sharp "
+                                                "drop (phase transition)")
     window: float = Field(0.05, gt=0, lt=1, description="rate window, fraction of the run")
     threshold: float = Field(0.25, gt=0, lt=1, description="drop phase: rate above this x the peak rate")
     skip: float = Field(0.05, ge=0, lt=1, description="ignore this first fraction of the run")
@@ -341,43 +348,46 @@ class _Method(Strict):
 
 
 class CEMethod(_Method):
-    name: Literal["ce"] = "ce"
+    name: Literal["ce"] = Field("ce", description="true labels only, no teacher")
 
 
 class OneShotMethod(_Method):
-    name: Literal["one-shot"] = "one-shot"
+    name: Literal["one-shot"] = Field("one-shot", description="the final teacher checkpoint at every step")
 
 
 class ProgressiveMethod(_Method):
-    name: Literal["progressive"] = "progressive"
+    name: Literal["progressive"] = Field("progressive", description="the teacher's checkpoints in order")
     speed: Annotated[float, Field(gt=0)] | Literal["fit"] = Field(
         1.0, description="checkpoint steps advanced per student step; 'fit': reach the final one at `reach`")
     reach: float = Field(1.0, gt=0, le=1, description="with speed 'fit': fraction of the budget by which "
                                                        "the final checkpoint takes over")
     refresh: int | None = Field(None, ge=1, description="default: the teacher's checkpoint interval")
-    start: CheckpointRef = 0
+    start: CheckpointRef = Field(0, description="teacher step to start from, or a phase reference (drop_start, "
+                                 "middle, ...)")
 
 
 class TwoShotMethod(_Method):
-    name: Literal["two-shot"] = "two-shot"
-    checkpoint: CheckpointRef = "middle"
+    name: Literal["two-shot"] = Field("two-shot", description="one intermediate checkpoint, then the final one")
+    checkpoint: CheckpointRef = Field("middle", description="a teacher step (the nearest saved checkpoint) or a "
+                                      "phase reference: before, drop_start, middle, drop_end, after")
     switch: int = Field(ge=0, description="student step at which the final teacher takes over")
 
 
 class AdaptiveMethod(_Method):
-    name: Literal["adaptive"] = "adaptive"
-    start: CheckpointRef = 0
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.005, ge=0)
+    name: Literal["adaptive"] = Field("adaptive", description="next checkpoint when the student's accuracy stalls")
+    start: CheckpointRef = Field(0, description="first checkpoint: a teacher step or a phase reference")
+    patience: int = Field(3, ge=1, description="evaluations without a gain before moving on")
+    min_delta: float = Field(0.005, ge=0, description="smallest accuracy gain that counts")
 
 
 class AutoMethod(_Method):
-    name: Literal["auto"] = "auto"
+    name: Literal["auto"] = Field("auto", description="the middle of the teacher's drop, then the final checkpoint")
     switch: int | None = Field(None, ge=0, description="fixed switch step; default: when caught up or plateaued")
     latest: float = Field(0.5, gt=0, le=1, description="switch at this fraction of the budget at the latest")
-    tolerance: float = Field(0.02, ge=0)
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.005, ge=0)
+    tolerance: float = Field(0.02, ge=0, description="switch once the student is this close to the checkpoint's "
+                             "accuracy")
+    patience: int = Field(3, ge=1, description="evaluations without a gain that count as a plateau")
+    min_delta: float = Field(0.005, ge=0, description="smallest accuracy gain that counts")
 
 
 Method = Annotated[Union[CEMethod, OneShotMethod, ProgressiveMethod, TwoShotMethod, AdaptiveMethod, AutoMethod],
@@ -392,24 +402,31 @@ class SweepSection(Strict):
     budget: int | None = Field(None, ge=1, description="student steps (default: the first budget)")
     seeds: list[int] | None = Field(None, description="default: the students' seeds")
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_seed(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v
+
 
 class StudentsSection(Strict):
-    model: ModelConfig
+    model: ModelConfig = Field(description="the students' architecture, chosen by type")
     steps: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="budget(s); each is a separate "
                                                      "run with its own schedule")
-    batch_size: int = Field(ge=1)
-    optim: OptimSection = OptimSection()
-    kd: KDSection = KDSection()
-    eval_every: int = Field(100, ge=1)
-    seeds: list[int] = Field(min_length=1)
-    methods: list[Method] = Field(min_length=1)
+    batch_size: int = Field(ge=1, description="samples per step")
+    optim: OptimSection = Field(OptimSection(), description="optimizer and learning-rate schedule")
+    kd: KDSection = Field(KDSection(), description="the distillation loss")
+    eval_every: int = Field(100, ge=1, description="held-out evaluation every n steps (the curve)")
+    seeds: list[int] = Field(min_length=1, description="one student per seed (its initialisation and data); a "
+                             "single number means [that number]")
+    methods: list[Method] = Field(min_length=1, description="teacher schedules to compare, each chosen by name "
+                                  "(a bare name uses the defaults)")
     probe_final: list[str] = Field([], description="probes (configured under probe:) to run on every final student")
-    sweep: SweepSection | None = None
+    sweep: SweepSection | None = Field(None, description="(2, T) sweep: one two-shot student per teacher checkpoint T")
 
-    @field_validator("steps", mode="before")
+    @field_validator("steps", "seeds", mode="before")
     @classmethod
-    def _budgets(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int) else v
+    def _one_number(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -432,33 +449,34 @@ class StudentsSection(Strict):
 
 
 class MonomialProbe(Strict):
-    samples: int = Field(100_000, ge=1000)
-    off_support: int = Field(100, ge=1)
-    degrees: list[int] | None = None
-    seed: int = 0
+    samples: int = Field(100_000, ge=1000, description="random inputs per estimate (the whole cube when d is small)")
+    off_support: int = Field(100, ge=1, description="off-support sets per degree")
+    degrees: list[int] | None = Field(None, description="degrees to probe (default: 1..k)")
+    seed: int = Field(0, description="inputs and off-support sets")
 
 
 class NgramProbe(Strict):
-    sentences: int = Field(256, ge=1)
-    n_max: int = Field(3, ge=1)
+    sentences: int = Field(256, ge=1, description="held-out sentences probed")
+    n_max: int = Field(3, ge=1, description="windows of n = 1..n_max tokens on each side (sizes 3, 5, ...)")
     positions: int = Field(4, ge=1, description="target positions per sentence, evenly spaced")
 
 
 class NonterminalProbe(Strict):
-    train_sentences: int = Field(512, ge=1)
-    test_sentences: int = Field(256, ge=1)
-    steps: int = Field(300, ge=1)
-    boundaries_only: bool = False
-    seed: int = 0
+    train_sentences: int = Field(512, ge=1, description="sentences the linear probe trains on")
+    test_sentences: int = Field(256, ge=1, description="held-out sentences it is scored on")
+    steps: int = Field(300, ge=1, description="training steps of the probe")
+    boundaries_only: bool = Field(False, description="also score only at span boundaries")
+    seed: int = Field(0, description="probe initialisation and sentences")
 
 
 class ProbeSection(Strict):
     every: int = Field(1, ge=1, description="probe every n-th teacher checkpoint (the last one always)")
     dense_near_drop: bool = Field(False, description="also probe every checkpoint within one drop-width of "
                                   "the detected phase transition")
-    monomials: MonomialProbe | None = None
-    ngram: NgramProbe | None = None
-    nonterminal: NonterminalProbe | None = None
+    monomials: MonomialProbe | None = Field(None, description="parity: correlations with products of inputs")
+    ngram: NgramProbe | None = Field(None, description="masked LM: reliance on the n-gram around a position")
+    nonterminal: NonterminalProbe | None = Field(None, description="grammars: linear probe for ancestor "
+                                                 "non-terminals")
     oracle: bool = Field(False, description="also score the grammar's Bayes-optimal predictor on the held-out "
                          "set and the n-gram probe (pcfg-mlm; exact, on the CPU, cost ~ length^3)")
 
@@ -477,8 +495,9 @@ TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "
 
 
 class Recipe(Strict):
-    name: str = "experiment"
-    description: str = ""
+    name: str = Field("experiment", description="run folder name under runs/ (a YAML file without it: the file's "
+                      "name)")
+    description: str = Field("", description="what the recipe runs, in words (shown by `recipes`)")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: forward passes under bfloat16 "
                                                "autocast (GPU speed); weights, optimizer and losses stay fp32")
@@ -488,12 +507,12 @@ class Recipe(Strict):
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
                                 "split between workers")
     workers: int = Field(1, ge=1, description="student runs in parallel processes")
-    task: TaskConfig
-    teacher: TeacherSection
-    phases: PhasesSection = PhasesSection()
-    probe: ProbeSection = ProbeSection()
-    students: StudentsSection
-    report: ReportSection = ReportSection()
+    task: TaskConfig = Field(description="the learning problem, chosen by name")
+    teacher: TeacherSection = Field(description="the teacher and its checkpoint trajectory")
+    phases: PhasesSection = Field(PhasesSection(), description="detection of the teacher's phase transition")
+    probe: ProbeSection = Field(ProbeSection(), description="curriculum probes on the teacher's checkpoints")
+    students: StudentsSection = Field(description="the students: model, budgets, seeds, methods")
+    report: ReportSection = Field(ReportSection(), description="what the report measures")
 
     @field_validator("batch1", mode="before")
     @classmethod
@@ -518,6 +537,26 @@ class Recipe(Strict):
         for name in self.students.probe_final:
             if name not in enabled:
                 raise ValueError(f"students.probe_final: probe {name!r} is not configured under probe:")
+        return self
+
+    @model_validator(mode="after")
+    def _checkpoints_exist(self) -> "Recipe":
+        """A checkpoint given as a step past the teacher's last one is refused before the teacher trains
+        (with teacher.path the saved trajectory decides, when the students start)."""
+        if self.teacher.path:
+            return self
+        last = self.teacher.steps
+        for i, m in enumerate(self.students.methods):
+            for key in ("checkpoint", "start"):
+                value = getattr(m, key, None)
+                if isinstance(value, int) and not isinstance(value, bool) and value > last:
+                    raise ValueError(f"students.methods.{i}.{key}: checkpoint {value} is past the teacher's last step "
+                                     f"(teacher.steps = {last})")
+        sweep = self.students.sweep
+        late = [c for c in (sweep.checkpoints or []) if c > last] if sweep else []
+        if late:
+            raise ValueError(f"students.sweep.checkpoints: {late} past the teacher's last step "
+                             f"(teacher.steps = {last})")
         return self
 
     @model_validator(mode="after")
@@ -771,4 +810,6 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     raw = parse_yaml(text, source)
     if raw is not None and not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, not {type(raw).__name__}")
+    if isinstance(raw, dict) and "name" not in raw and source not in recipe_names():
+        raw["name"] = Path(source).stem  # a recipe file without a name runs in runs/<file name>
     return validate(apply_overrides(raw or {}, overrides or []), source)

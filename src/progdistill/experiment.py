@@ -1,4 +1,4 @@
-"""Experiment pipeline: teacher -> phases -> probes -> students (methods x budgets x seeds) -> report.
+"""Experiment stages: teacher -> phases -> probes -> students (methods x budgets x seeds) -> summary.
 
 Every stage writes its results atomically and is skipped when its results exist, so an interrupted
 run resumes where it stopped (a half-trained model resumes from its last saved state).
@@ -22,6 +22,7 @@ from .config import HFModelConfig
 from .external import ExternalTrajectory, open_trajectory, trajectory_kind
 from .io import (CheckpointError, config_hash, environment_info, file_hash, read_json, remove_stale_temporaries,
                  write_json, write_text)
+from .layout import student_folder
 from .metric_logging import require_backends
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
@@ -349,10 +350,6 @@ def score_oracle(task: Task, ngram: dict[str, Any] | None) -> dict[str, Any]:
     return result
 
 
-def student_folder(out: Path, label: str, budget: int, seed: int) -> Path:
-    return out / "students" / label / f"budget-{budget}" / f"seed-{seed}"
-
-
 def sweep_methods(recipe: Recipe, trajectory: Trajectory) -> list[TwoShotMethod]:
     """The two-shot students of the (2, T) sweep, one per intermediate checkpoint."""
     sweep = recipe.students.sweep
@@ -466,11 +463,6 @@ def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_
     }
 
 
-def samples_to_target_text(entry: dict[str, Any]) -> str:
-    """The median samples-to-target of a method summary, as '≥ N' where it is only a lower bound."""
-    return ("≥ " if entry.get("median_samples_is_lower_bound") else "") + f"{entry['median_samples_to_target']:,}"
-
-
 def sweep_best(sweep: list[dict[str, Any]], saved: list[int], phases: Phases | None,
                auto_choice: dict[str, int] | None) -> dict[str, Any]:
     """The (2, T) sweep's best T (highest median): on how many of the seeds every T ran it is the best T,
@@ -548,12 +540,13 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     return summary
 
 
-def run_experiment(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequence[str] = ()) -> dict[str, Any]:
-    """The whole pipeline; returns the summary (also in out/summary.json, report in out/report.md).
-    `log`: metric backends ("tensorboard", "wandb") besides every model's metrics.jsonl; they change no
-    number and are not part of the recipe."""
-    from .report import write_report
-
+def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequence[str] = (),
+               then: Callable[[Recipe, Path, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """Every stage but the report (teacher, phases, probes, students, summary); returns the summary, also
+    in out/summary.json. `then(recipe, out, summary)` runs before the run folder is unlocked:
+    `progdistill.run_experiment` (module `pipeline`) writes the report there. `log`: metric backends
+    ("tensorboard", "wandb") besides every model's metrics.jsonl; they change no number and are not part
+    of the recipe."""
     _set_threads(recipe)
     require_backends(log)
     out = prepare_run(recipe, out)
@@ -563,7 +556,8 @@ def run_experiment(recipe: Recipe, out: str | Path, progress: bool = True, log: 
         probe_trajectory(recipe, trajectory, out, phases, progress)
         run_students(recipe, out, trajectory, phases, progress, log)
         summary = summarize(recipe, out, trajectory, phases)
-        write_report(recipe, out, summary)
+        if then is not None:
+            then(recipe, out, summary)
     finally:
         unlock_run_folder(out)
     return summary

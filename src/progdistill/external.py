@@ -265,25 +265,29 @@ def validate_sources(sources: list[Source], io: dict[str, Any], model_class: str
 
 def trainer_curve(root: Path, sources: list[Source]) -> list[dict[str, Any]] | None:
     """The eval curve in the most advanced trainer_state.json (the root's or a checkpoint's): points
-    {step, loss, accuracy} from log_history entries with eval_loss and eval_accuracy, up to the last
+    {step, loss, accuracy[, samples]} from log_history entries with eval_loss and eval_accuracy, up to the last
     checkpoint; None if it has none."""
     states = []
     for file in [root / "trainer_state.json"] + [s.folder / "trainer_state.json" for s in sources]:
         if file.is_file():
             try:
                 state = json.loads(file.read_text())
-                states.append((int(state.get("global_step", 0)), state.get("log_history", []), file))
+                states.append((int(state.get("global_step", 0)), state.get("log_history", []), file,
+                               state.get("train_batch_size")))
             except (OSError, ValueError, TypeError, AttributeError) as e:
                 raise TrajectoryError(f"{file}: not a readable trainer_state.json ({hf._first_line(e)})") from None
     if not states:
         return None
-    _, history, file = max(states, key=lambda s: s[0])
+    _, history, file, batch = max(states, key=lambda s: s[0])
+    per_step = batch if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0 else None
     last = sources[-1].step
     points: dict[int, dict[str, Any]] = {}
     for entry in history if isinstance(history, list) else []:
         if isinstance(entry, dict) and {"eval_loss", "eval_accuracy", "step"} <= set(entry) and entry["step"] <= last:
             points[int(entry["step"])] = {"step": int(entry["step"]), "loss": float(entry["eval_loss"]),
                                           "accuracy": float(entry["eval_accuracy"])}
+            if per_step is not None:  # the Trainer's batch per device and step (one device assumed)
+                points[int(entry["step"])]["samples"] = int(entry["step"]) * per_step
     return [points[s] for s in sorted(points)] or None
 
 

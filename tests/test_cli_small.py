@@ -1,0 +1,102 @@
+"""Small command-line behaviours: --version, report --json, recipes --show / --keys, stage messages,
+validation of checkpoints against teacher.steps, one-number seeds, recipe files without a name."""
+
+import json
+
+import pytest
+
+from progdistill import __version__
+from progdistill.cli import main
+from progdistill.config import RecipeError, load_recipe, recipe_text
+
+from test_config_cli import TINY
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out == f"progdistill {__version__}\n"
+
+
+def test_run_without_arguments_asks_only_for_the_recipe(capsys):
+    with pytest.raises(SystemExit):
+        main(["run"])
+    err = capsys.readouterr().err
+    assert "the following arguments are required: recipe" in err and "overrides" not in err.splitlines()[-1]
+
+
+def test_recipes_show_prints_only_that_recipe(capsys):
+    assert main(["recipes", "--show", "parity-mlp-small"]) == 0
+    assert capsys.readouterr().out == recipe_text("parity-mlp-small")[0]
+    assert main(["recipes", "--show", "no-such-recipe"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: unknown recipe 'no-such-recipe'")
+    assert len(captured.err.splitlines()) == 1
+
+
+def test_every_recipe_key_is_documented(capsys):
+    from progdistill.recipe_keys import recipe_keys
+
+    keys = recipe_keys()
+    assert {"task.d", "teacher.optim.lr", "students.kd.tau", "students.methods[].speed", "probe.ngram.n_max",
+            "report.target"} <= {k.path for k in keys}
+    assert [k.path for k in keys if not k.description] == []
+    assert main(["recipes", "--keys", "students.kd"]) == 0
+    out = capsys.readouterr().out
+    assert "students.kd.tau\n    float (≥ 0); default 0.0\n    temperature; 0 = teacher argmax as hard label" in out
+    assert "teacher." not in out
+    assert main(["recipes", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "students.methods[].switch   (with name: two-shot)" in out and "task.grammar   (with name: pcfg-mlm | pcfg-ar)" in out
+    assert main(["recipes", "--keys", "nope"]) == 2 and "no recipe key starts with 'nope'" in capsys.readouterr().err
+
+
+def test_later_stages_say_they_train_the_teacher_and_report_json_is_only_json(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.methods=[ce, one-shot]", "students.seeds=0"]
+    assert main(["distill", str(tiny), "--out", str(out), *small]) == 0
+    assert f"{out} has no finished teacher: training it first (100 steps, what `progdistill teacher" in \
+        capsys.readouterr().err
+    assert main(["distill", str(tiny), "--out", str(out), *small]) == 0
+    assert "no finished teacher" not in capsys.readouterr().err  # the second time there is one
+    assert main(["report", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) == {"ce", "one-shot"}
+    assert captured.err.startswith(f"report: {out / 'report.md'} and {out / 'report.html'}")
+
+
+def test_a_checkpoint_past_the_teachers_steps_is_refused_when_the_recipe_is_read(tiny, tmp_path, capsys):
+    with pytest.raises(RecipeError, match=r"students.methods.1.checkpoint: checkpoint 700 is past the teacher's last "
+                                          r"step \(teacher.steps = 600\)"):
+        load_recipe(str(tiny), ["students.methods=[ce, {name: two-shot, checkpoint: 700, switch: 10}]"])
+    with pytest.raises(RecipeError, match=r"students.sweep.checkpoints: \[650\] past the teacher's last step"):
+        load_recipe(str(tiny), ["students.sweep={switch: 10, checkpoints: [100, 650]}"])
+    with pytest.raises(RecipeError, match="students.methods.0.start: checkpoint 601"):
+        load_recipe(str(tiny), ["students.methods=[{name: progressive, start: 601}]"])
+    assert load_recipe(str(tiny), ["students.methods=[{name: two-shot, checkpoint: 600, switch: 10}]"])
+    # with a saved teacher, its trajectory decides (checked before any student trains)
+    assert load_recipe(str(tiny), ["teacher.path=somewhere", "students.methods=[{name: two-shot, checkpoint: 700, "
+                                   "switch: 10}]"])
+    out = tmp_path / "run"
+    assert main(["run", str(tiny), "--out", str(out), "students.methods=[{name: two-shot, checkpoint: 700, switch: 10}]"]) == 2
+    assert "checkpoint 700 is past the teacher's last step" in capsys.readouterr().err and not out.exists()
+
+
+def test_one_number_is_a_list_of_one_seed(tiny):
+    recipe = load_recipe(str(tiny), ["students.seeds=0", "students.sweep={switch: 10, seeds: 3}"])
+    assert recipe.students.seeds == [0] and recipe.students.sweep.seeds == [3]
+
+
+def test_a_recipe_file_without_a_name_is_named_after_the_file(tmp_path):
+    path = tmp_path / "my-experiment.yaml"
+    path.write_text("\n".join(line for line in TINY.splitlines() if not line.startswith("name:")))
+    assert load_recipe(str(path)).name == "my-experiment"
+    assert load_recipe(str(path), ["name=other"]).name == "other"
+    assert load_recipe("parity-mlp-small").name == "parity-mlp-small"

@@ -1,0 +1,246 @@
+"""The report: its first paragraph states summary.json's numbers, no legend covers data, the HTML
+renders every image in a real browser, and nothing Python-internal or unshipped leaks into the text."""
+
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+
+from progdistill.cli import main
+
+RECIPE = textwrap.dedent("""
+    name: tiny-report
+    threads: 1
+    task: {name: parity, d: 14, k: 3, eval_size: 256}
+    teacher:
+      model: {type: mlp, width: 128}
+      steps: 800
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      checkpoint_every: 50
+    phases: {metric: accuracy}
+    probe:
+      monomials: {samples: 4096, off_support: 5}
+    students:
+      model: {type: mlp, width: 16}
+      steps: [300, 1000]
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      seeds: [0, 1]
+      methods: [ce, one-shot, progressive, {name: two-shot, checkpoint: middle, switch: 100}, auto]
+      sweep: {switch: 100, budget: 300, seeds: [0], checkpoints: [300, 350]}
+    report: {target: 0.9}
+""")
+
+
+def legend_problems(fig) -> list[str]:
+    """Legends that cover a drawn data point (lines, bands, markers, error bars) or lie inside an axes."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    problems = []
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            if not ax.get_visible():
+                continue
+            frame = ax.get_window_extent(renderer)
+            if box.overlaps(frame):
+                problems.append(f"legend inside axes {ax.get_title()!r}")
+            points = []
+            for line in ax.get_lines():
+                xy = line.get_transform().transform(np.asarray(line.get_xydata(), dtype=float))
+                for a, b in zip(xy[:-1], xy[1:]):  # the segments between points too
+                    points += [a + (b - a) * t for t in np.linspace(0, 1, 25)]
+                points += list(xy)
+            for coll in ax.collections:
+                for path in coll.get_paths():
+                    points += list(coll.get_transform().transform(path.vertices))
+                points += list(coll.get_offset_transform().transform(coll.get_offsets()))
+            drawn = [p for p in points if np.all(np.isfinite(p)) and frame.contains(*p)]
+            covered = [p for p in drawn if box.contains(*p)]
+            if covered:
+                problems.append(f"legend covers {len(covered)} data point(s) of axes {ax.get_title()!r}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run (two budgets, a sweep, the monomial probe), with every figure checked for legends
+    over data as it is saved."""
+    import progdistill.report.sections as sections
+
+    root = tmp_path_factory.mktemp("report")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    checked, real_save = {}, sections.save
+
+    def save(fig, path):
+        checked[path.name] = legend_problems(fig)
+        return real_save(fig, path)
+
+    sections.save = save
+    try:
+        assert main(["run", str(recipe), "--out", str(root / "run"), "--quiet"]) == 0
+    finally:
+        sections.save = real_save
+    return root / "run", checked
+
+
+def test_first_paragraph_states_the_summarys_numbers(run):
+    out, _ = run
+    assert (out / "report.md").read_text().split("\n\n")[1].startswith("At budget 300 steps")
+    assert check_first_paragraph(out) >= 1  # at least one ratio or difference to CE was stated and checked
+
+
+def check_first_paragraph(out) -> int:
+    """Parse the numbers out of the report's first paragraph and compare them with summary.json (also
+    usable on any run folder); returns how many comparisons with CE it checked."""
+    summary = json.loads((out / "summary.json").read_text())
+    paragraph = (out / "report.md").read_text().split("\n\n")[1]
+    several = len({b for e in summary["methods"].values() for b in e["budgets"]}) > 1
+    if not several:
+        (budget,) = {b for e in summary["methods"].values() for b in e["budgets"]}
+        paragraph = f"At budget {budget} steps, {paragraph[0].lower()}{paragraph[1:]}"
+    stated = 0
+    for budget, text in re.findall(r"At budget ([\d,]+) steps, (.*?)(?= At budget |$)", paragraph):
+        budget = budget.replace(",", "")
+        entries = {k: e["budgets"][budget] for k, e in summary["methods"].items() if budget in e["budgets"]}
+        first = re.search(r"`(\S+)` reached the target accuracy (\d+(?:\.\d+)?) first: in ([\d,]+) training samples "
+                          r"\(median of (\d+) seeds?\)(?:, (\d+(?:\.\d+)?)× the ([\d,]+) samples CE needed|, at most (\d+(?:\.\d+)?)× "
+                          r"CE's ([\d,]+) \(a lower bound: CE reached it on (\d+) of \d+ seeds? within its budget\))?", text)
+        exact = {k: e for k, e in entries.items() if not e["median_samples_is_lower_bound"]}
+        if first:
+            label, samples = first[1], int(first[3].replace(",", ""))
+            assert float(first[2]) == summary["target"] and int(first[4]) == len(entries[label]["seeds"])
+            assert samples == entries[label]["median_samples_to_target"] == min(
+                e["median_samples_to_target"] for e in exact.values())
+            ce = entries["ce"]["median_samples_to_target"]
+            if first[5]:
+                assert float(first[5]) == round(samples / ce, 2) and int(first[6].replace(",", "")) == ce
+                stated += 1
+            elif first[7]:
+                assert float(first[7]) == round(samples / ce, 2) and int(first[8].replace(",", "")) == ce
+                assert int(first[9]) == entries["ce"]["reached_target"]
+                stated += 1
+            else:
+                assert label == "ce"
+        else:
+            assert not exact and "no method reached the target accuracy" in text
+        if first:  # then the methods that never reached the target on any seed are named
+            never = re.search(r"((?:`\S+`(?:, | and )?)+) never reached it", text)
+            assert sorted(re.findall(r"`(\S+)`", never[1]) if never else []) == sorted(
+                k for k, e in entries.items() if e["reached_target"] == 0)
+        best = re.search(r"(?:The highest median final accuracy was `(\S+)`'s|((?:`\S+`(?:, | and )?)+) ended at the "
+                         r"highest median final accuracy), (\d+(?:\.\d+)?)(?:, ([+-]\d+(?:\.\d+)?) points over CE \((\d+(?:\.\d+)?)\))?"
+                         r"(?: and ([+-]\d+(?:\.\d+)?) over one-shot \((\d+(?:\.\d+)?)\))?", text)
+        top = max(e["median_final_accuracy"] for e in entries.values())
+        one, many, accuracy, over_ce, ce, over_one_shot, one_shot = best.groups()
+        winners = [one] if one else re.findall(r"`(\S+)`", many)
+        assert sorted(winners) == sorted(k for k, e in entries.items() if e["median_final_accuracy"] == top)
+        assert accuracy == f"{top:.3f}"
+        if over_ce:
+            value = entries["ce"]["median_final_accuracy"]
+            assert ce == f"{value:.3f}" and over_ce == f"{100 * (top - value):+.1f}"
+            stated += 1
+        if over_one_shot:
+            value = entries["one-shot"]["median_final_accuracy"]
+            assert one_shot == f"{value:.3f}" and over_one_shot == f"{100 * (top - value):+.1f}"
+    return stated
+
+
+def test_answer_sentences_on_constructed_summaries():
+    from progdistill.report.verdicts import answer
+
+    def entry(samples, bound, reached, acc):
+        return {"seeds": {"0": {}, "1": {}, "2": {}}, "median_samples_to_target": samples,
+                "median_samples_is_lower_bound": bound, "reached_target": reached, "median_final_accuracy": acc}
+
+    summary = {"target": 0.95, "methods": {
+        "ce": {"budgets": {"10": entry(320000, True, 0, 0.508)}},
+        "one-shot": {"budgets": {"10": entry(320000, True, 0, 0.508)}},
+        "progressive-from-drop": {"budgets": {"10": entry(99200, False, 3, 1.0)}},
+        "auto": {"budgets": {"10": entry(140800, False, 3, 1.0)}}}}
+    assert answer(summary) == (
+        "`progressive-from-drop` reached the target accuracy 0.95 first: in 99,200 training samples (median of 3 "
+        "seeds), at most 0.31× CE's 320,000 (a lower bound: CE reached it on 0 of 3 seeds within its budget). `ce` and "
+        "`one-shot` never reached it (0 of 3 seeds each). `progressive-from-drop` and `auto` ended at the highest "
+        "median final accuracy, 1.000, +49.2 points over CE (0.508) and +49.2 over one-shot (0.508).")
+    summary["methods"]["auto"]["budgets"]["10"]["median_final_accuracy"] = 0.99
+    assert answer(summary).endswith("The highest median final accuracy was `progressive-from-drop`'s, 1.000, +49.2 "
+                                    "points over CE (0.508) and +49.2 over one-shot (0.508).")
+    summary["methods"]["ce"]["budgets"]["10"] = entry(200000, False, 2, 0.97)
+    assert "0.50× the 200,000 samples CE needed." in answer(summary)
+    for e in summary["methods"].values():
+        e["budgets"]["10"].update(median_samples_is_lower_bound=True, reached_target=0)
+    assert answer(summary).startswith("No method reached the target accuracy 0.95 on most seeds. The highest")
+
+
+def test_no_legend_covers_data_and_every_figure_has_a_pdf(run):
+    out, checked = run
+    assert {"summary.png", "students.png", "final_accuracy.png", "teacher.png", "monomials.png",
+            "monomial_degrees.png", "sweep.png"} <= set(checked)
+    assert {name: problems for name, problems in checked.items() if problems} == {}
+    for name in checked:
+        assert (out / "plots" / name).with_suffix(".pdf").stat().st_size > 1000
+
+
+def test_the_legend_check_can_fail():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], label="a line under the legend")
+    ax.legend(loc="center")
+    assert legend_problems(fig)
+    plt.close(fig)
+
+
+def test_report_text_has_no_python_reprs_or_unshipped_references(run):
+    out, _ = run
+    for name in ("report.md", "report.html"):
+        text = (out / name).read_text()
+        text = re.sub(r"data:image/png;base64,[^\"]*", "", text)
+        for leak in (r"\{'", r"\['", r"\bNone\b", r"\bTrue\b", r"\bFalse\b", "SPEC", r"\bnan\b"):
+            assert not re.search(leak, text), (name, leak)
+    report = (out / "report.md").read_text()
+    for heading in ("## What was run", "## Results", "## Teacher", "## Curriculum probe: monomial correlations",
+                    "## (2, T)-progressive sweep"):
+        assert heading in report
+    assert "**Run health:" in report.split("\n\n")[2]
+    assert "| `one-shot` |" in report and "as it resolved on this teacher" in report
+
+
+CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.from(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  var d = document.createElement("div"); d.id = "image-check";
+  d.textContent = "images=" + imgs.length + " broken=" + broken.map(function (i) { return i.alt; }).join(",");
+  document.body.appendChild(d);
+});
+</script><img alt="control" src="data:image/png;base64,bm90IGFuIGltYWdl">"""
+
+
+def test_html_report_renders_every_image_in_chromium(run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine")
+    out, _ = run
+    html = (out / "report.html").read_text()
+    assert re.findall(r'(?:src|href)="(?!data:)', html) == []  # nothing to fetch: one self-contained file
+    page = tmp_path / "check.html"  # the report plus a script that counts its images and one broken control
+    page.write_text(html.replace("</body>", CHECK + "</body>"))
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    figures = html.count("<img ")
+    assert figures >= 7
+    assert f'id="image-check">images={figures + 1} broken=control<' in dom
