@@ -141,6 +141,9 @@ def test_a_saved_tokenizer_is_reused(corpus_file, tmp_path):
     reused = build_task(cfg, folder=tmp_path)
     assert reused.vocab_size == other.get_vocab_size() != 60 and tokenizer_digest(reused.tokenizer) == tokenizer_digest(other)
     assert build_task(cfg).inputs() == fresh.inputs()  # without a folder it trains the same one again
+    (tmp_path / "tokenizer.json").write_text("{damaged", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"tokenizer.json: not a tokenizers JSON file"):
+        build_task(cfg, folder=tmp_path)
 
 
 # --- split, packing, batches -------------------------------------------------------------------

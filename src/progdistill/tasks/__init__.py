@@ -21,7 +21,12 @@ def build_task(cfg, data_seed: int = 0, device: str = "cpu", folder: str | Path 
         from .text import TextMLMTask
 
         saved = Path(folder) / "tokenizer.json" if folder is not None else None
-        tokenizer = saved.read_text(encoding="utf-8") if saved is not None and saved.is_file() else None
+        tokenizer = None
+        if saved is not None and saved.is_file():
+            from ..text.tokenizer import load_tokenizer
+
+            tokenizer = saved.read_text(encoding="utf-8")
+            load_tokenizer(tokenizer, str(saved))  # a damaged file is reported with its path
         return TextMLMTask(**args, data_seed=data_seed, device=device, tokenizer=tokenizer)
     from .pcfg import PCFGARTask, PCFGMLMTask, grammar_from_spec
 
