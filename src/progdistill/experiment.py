@@ -72,12 +72,13 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
 
 
 def prepare_run(recipe: Recipe, out: str | Path) -> Path:
-    """Check the device, the task, the models and `teacher.path`, create the run folder and write run.json; refuse a
-    folder that holds a different recipe, unless this one only adds students to it (`grows`). A folder written by an
-    older version is the same recipe if its config, read by this version (which fills in keys added since with their
-    defaults), equals this one."""
+    """Check the device, the task, the models and `teacher.path`, create the run folder and write run.json (and the
+    files the task derives from its inputs, such as a text task's tokenizer.json); refuse a folder that holds a
+    different recipe, unless this one only adds students to it (`grows`), or that was written from other input
+    files (a grammar, tensors file or corpus whose contents changed). A folder written by an older version is the
+    same recipe if its config, read by this version (which fills in keys added since with their defaults), equals
+    this one. Nothing is written before every check has passed."""
     require_device(recipe.device)
-    check_task_and_models(recipe)  # the task's errors (a grammar missing or not parsing, ...) come before run.json exists
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
@@ -92,30 +93,46 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
             changes = config_changes(stored, _experiment(resolved))
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
                               f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
+    # the task's errors (a grammar or corpus missing or unreadable, ...) come before anything is written; a
+    # run folder of this recipe lends the task what it derived before (a text task's tokenizer)
+    task = check_task_and_models(recipe, folder=out if run_file.is_file() else None)
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
+    inputs.update(task.input_hashes())
     if recipe.task.name == "tensors":
         inputs["task.path"] = file_hash(recipe.task.path)
-    if previous.get("inputs", inputs) != inputs:
-        changed = next((k for k in inputs if previous.get("inputs", {}).get(k) != inputs[k]), "task")
-        what = f"the grammar file {grammar_file}" if changed == "task.grammar.path" else f"the file {changed}"
-        raise RecipeError(f"{out} was written with another version of {what} (its contents changed since); "
-                          "choose another --out or delete it")
+    before = previous.get("inputs", inputs)
+    changed = [key for key in sorted(set(before) | set(inputs)) if before.get(key) != inputs.get(key)]
+    if changed:
+        what = {"task.grammar.path": f"grammar file {grammar_file}", "task.corpus": "corpus", "task.path": f"tensors file (task.path) {getattr(recipe.task, 'path', '')}"}
+        raise RecipeError(f"{out} was written with another version of the {what.get(changed[0], changed[0])} (its "
+                          "contents changed since); choose another --out or delete it")
+    artifacts = task.artifacts()
+    if isinstance(recipe.teacher.path, str):
+        theirs = Path(recipe.teacher.path).parent
+        for name, content in artifacts.items():
+            if isinstance(content, str) and (theirs / name).is_file() and (theirs / name).read_text(
+                    encoding="utf-8") != content:
+                raise RecipeError(f"teacher.path {recipe.teacher.path}: its run used another {name} ({theirs / name} "
+                                  "differs from this run's); use the same task settings and corpus as that run")
     lock_run_folder(out)  # everything is checked: from here on this process owns the folder
     remove_stale_temporaries(out)  # left by writes that a kill interrupted
     write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
                           "environment": environment_info()})
     write_text(out / "config.yaml", _yaml(resolved))
+    for name, content in artifacts.items():
+        if not (out / name).is_file():
+            (write_text if isinstance(content, str) else write_json)(out / name, content)
     return out
 
 
-def check_task_and_models(recipe: Recipe) -> Task:
+def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
     """Build the recipe's task and resolve its models against the task's io (the keywords of a model
     imported by path, with the task's values filled in), and check that a task imported by path has
     the probes the recipe asks for: every error is a RecipeError naming the recipe key, before any
-    file is written. Returns the task (data seed 0, on the CPU)."""
+    file is written. Returns the task (data seed 0, on the CPU; `folder`: see `build_task`)."""
     try:
-        task = build_task(recipe.task)
+        task = build_task(recipe.task, folder=folder)
     except ValueError as e:
         raise RecipeError(f"task: {e}") from None
     io = task.model_io()
@@ -215,7 +232,7 @@ def finished_teacher(recipe: Recipe, out: Path, progress: bool = False) -> Traje
     training, or a trajectory from outside (a Trainer folder, hub revisions): its curve comes from its
     trainer_state.json, or is evaluated on the task once and cached in out/teacher_curve.json."""
     if recipe.teacher.path:
-        task = build_task(recipe.task, device=recipe.device)
+        task = build_task(recipe.task, device=recipe.device, folder=out)
         trajectory = teacher_trajectory(recipe, task.model_io())
         if isinstance(trajectory, ExternalTrajectory):
             trajectory.evaluate_curve(task, out / "teacher_curve.json", recipe.device, progress)
@@ -234,7 +251,7 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
             shutil.rmtree(out / "teacher" / "state")
         return done
     folder = out / "teacher"
-    task = build_task(recipe.task, data_seed=t.seed, device=recipe.device)
+    task = build_task(recipe.task, data_seed=t.seed, device=recipe.device, folder=out)
     model, arch = make_model(t.model, task, t.seed, recipe.device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
@@ -269,7 +286,7 @@ def probe_steps(recipe: Recipe, trajectory: Trajectory, phases: Phases | None) -
 def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: Phases | None = None,
                      progress: bool = True) -> dict[str, Any]:
     """Run the task's configured probes on the teacher's checkpoints (results in out/probes/)."""
-    task = build_task(recipe.task, device=recipe.device)
+    task = build_task(recipe.task, device=recipe.device, folder=out)
     available = task.probes()
     steps = probe_steps(recipe, trajectory, phases)
     source = source_probes(recipe)
@@ -378,7 +395,7 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     folder = student_folder(out, method.display, budget, seed)
     if (folder / "result.json").is_file():
         return read_json(folder / "result.json")
-    task = build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device)
+    task = build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device, folder=out)
     model, arch = make_model(s.model, task, STUDENT_SEED_OFFSET + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
@@ -530,6 +547,8 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
         summary["sweep_best"] = sweep_best(sweep, trajectory.steps, phases, auto_choice)
     if (out / "probes" / "oracle.json").is_file():
         summary["oracle"] = read_json(out / "probes" / "oracle.json")
+    if (out / "corpus.json").is_file():
+        summary["corpus"] = read_json(out / "corpus.json")
     probe_file = out / "probes" / "teacher_monomials.json"
     if probe_file.is_file():
         rows = read_json(probe_file)

@@ -47,6 +47,9 @@ def teacher_figure(summary: dict[str, Any]):
         if summary.get("oracle"):
             ax.axhline(summary["oracle"]["eval"][key], color="#BBBBBB", ls="-", lw=3, zorder=1,
                        label="Bayes-optimal predictor")
+        if key == "loss" and summary.get("corpus"):
+            ax.axhline(summary["corpus"]["unigram_loss"], color="#999999", ls=":", lw=1.2,
+                       label="unigram loss (no context)")
         shade_drop(ax, teacher["phases"])
         for ref, step in (teacher.get("auto_checkpoint") or {}).items():
             colour, dashes = refs[ref]

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from ..config import Recipe
 from ..io import read_json
-from . import curriculum, plots, probe_plots, tables
+from . import curriculum, plots, probe_plots, tables, text_sections
 from .curves import SeedCurves
 from .document import Block, Bullets, Figure, Heading, Paragraph, Table
 from .health import health
@@ -83,8 +83,15 @@ def _task_pcfg_ar(task) -> str:
             "the token); accuracy is top-1 at those tokens.")
 
 
+def _task_text_mlm(task) -> str:
+    source = task.corpus.path or "the English Wikipedia leads of the extra [text]"
+    return (f"Masked language modelling on natural text ({source}), tokenized by a WordPiece vocabulary of "
+            f"{task.vocab_size:,} trained on the training documents and packed into sequences of {task.max_len} "
+            f"tokens; {task.mask_prob:.0%} of the tokens are masked, and accuracy is top-1 at the masked tokens.")
+
+
 TASK_TEXT: dict[str, Callable[[Any], str]] = {"parity": _task_parity, "pcfg-mlm": _task_pcfg_mlm,
-                                              "pcfg-ar": _task_pcfg_ar}
+                                              "pcfg-ar": _task_pcfg_ar, "text-mlm": _task_text_mlm}
 
 
 def _model(m) -> str:
@@ -337,7 +344,18 @@ def files_section(ctx: Context) -> list[Block]:
     ])]
 
 
-for _name, _fn in (("answer", answer_section), ("setup", setup_section), ("results", results_section),
+def corpus_section(ctx: Context) -> list[Block]:
+    """A text task's corpus, license and tokenizer (summary.json's `corpus` entry)."""
+    return text_sections.corpus_blocks(ctx.summary["corpus"]) if ctx.summary.get("corpus") else []
+
+
+def paper_section(ctx: Context) -> list[Block]:
+    """A text task's students beside the paper's BERT students."""
+    return text_sections.paper_blocks(ctx.summary) if ctx.summary.get("corpus") else []
+
+
+for _name, _fn in (("answer", answer_section), ("setup", setup_section), ("corpus", corpus_section),
+                   ("results", results_section), ("paper", paper_section),
                    ("teacher", teacher_section), ("monomials", monomials_section), ("ngram", ngram_section),
                    ("nonterminal", nonterminal_section), ("sweep", sweep_section), ("files", files_section)):
     register_section(_name, _fn)

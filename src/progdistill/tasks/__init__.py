@@ -1,5 +1,7 @@
-"""Tasks: parity (SPEC §3), grammars (SPEC §4), your own tensors or dataset, or a Task imported by path."""
+"""Tasks: parity (SPEC §3), grammars (SPEC §4), natural-language text (SPEC §5), your own tensors or
+dataset, or a Task imported by path."""
 
+from pathlib import Path
 from typing import Any
 
 from .base import IGNORE, Batch, Task
@@ -9,10 +11,12 @@ from .parity import ParityTask
 __all__ = ["IGNORE", "Batch", "Task", "ParityTask", "TensorTask", "DatasetTask", "build_task"]
 
 
-def build_task(cfg: Any, data_seed: int = 0, device: str = "cpu") -> Task:
+def build_task(cfg: Any, data_seed: int = 0, device: str = "cpu", folder: str | Path | None = None) -> Task:
     """The task described by a task config (a recipe's `task` section, or the same as a dict, checked
     exactly as in a recipe), with its training data drawn from `data_seed`.
 
+    `folder`: a run folder holding the files the task derived from its inputs (`Task.artifacts`), reused
+    instead of derived again (a text task's tokenizer.json).
     Raises RecipeError (a ValueError) naming the bad key of a dict, ValueError for a task that cannot be
     built (a missing grammar or tensor file, a factory that returns no Task, ...)."""
     from ..config import TASK, ImportedTaskConfig, validate_section
@@ -30,6 +34,17 @@ def build_task(cfg: Any, data_seed: int = 0, device: str = "cpu") -> Task:
         return ParityTask(**args, data_seed=data_seed, device=device)
     if name == "tensors":
         return TensorTask.from_file(args.pop("path"), **args, data_seed=data_seed, device=device)
+    if name == "text-mlm":
+        from .text import TextMLMTask
+
+        saved = Path(folder) / "tokenizer.json" if folder is not None else None
+        tokenizer = None
+        if saved is not None and saved.is_file():
+            from ..text.tokenizer import load_tokenizer
+
+            tokenizer = saved.read_text(encoding="utf-8")
+            load_tokenizer(tokenizer, str(saved))  # a damaged file is reported with its path
+        return TextMLMTask(**args, data_seed=data_seed, device=device, tokenizer=tokenizer)
     from .pcfg import PCFGARTask, PCFGMLMTask, grammar_from_spec
 
     grammar = grammar_from_spec(**args.pop("grammar"))

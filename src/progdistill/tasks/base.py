@@ -114,3 +114,13 @@ class Task(ABC):
             count += int(targets.numel())
         model.train(was_training)
         return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}
+
+    def input_hashes(self) -> dict[str, str]:
+        """Hashes of what defines the task beyond its config (files it reads, what it derives from
+        them), keyed by name; stored in run.json, and a run folder written with other values is refused."""
+        return {}
+
+    def artifacts(self) -> dict[str, str | dict[str, Any]]:
+        """Files the task derives from its inputs, written once into the run folder: name -> text, or a
+        JSON-serialisable dict (a text task's tokenizer.json and corpus statistics)."""
+        return {}
