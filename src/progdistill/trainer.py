@@ -101,8 +101,9 @@ def checkpoint_steps(cfg: TrainConfig) -> set[int]:
     return {s for s in steps if s <= cfg.steps}
 
 
-def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    state = opt.state_dict()
+def _save_optimizer(path: Path, opt: torch.optim.Optimizer | dict[str, Any]) -> dict[str, Any]:
+    """Write an optimizer's tensors to `path` (safetensors); returns its other entries (JSON)."""
+    state = opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else opt
     tensors, scalars = {}, {}
     for pid, entries in state["state"].items():
         for key, value in entries.items():
@@ -114,9 +115,10 @@ def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
     return {"scalars": scalars, "param_groups": state["param_groups"]}
 
 
-def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]) -> None:
+def _read_optimizer(path: Path, info: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The optimizer state dict written by `_save_optimizer`."""
     state: dict[int, dict[str, Any]] = {}
-    for name, value in load_tensors(path).items():
+    for name, value in load_tensors(path, device).items():
         if name == "_empty":
             continue
         pid, key = name.split(".", 1)
@@ -124,7 +126,105 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]
     for name, value in info["scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+class Run:
+    """The files of one model's training in its folder `out`: the held-out curve, which teacher checkpoint
+    supervised each step, the resumable state, the checkpoints, and the final files. `train` and the
+    batched group loop (`group.train_group`) keep every model's folder through this class, so a model's
+    files are the same whichever loop trained it."""
+
+    def __init__(self, out: str | Path, task: Task, cfg: TrainConfig, meta: dict[str, Any],
+                 schedule: TeacherSchedule | None = None, desc: str = "train") -> None:
+        self.out, self.task, self.cfg, self.meta = Path(out), task, cfg, meta
+        self.schedule = schedule or TeacherSchedule(None)
+        self.desc = desc
+        self.state_dir = self.out / "state"
+        self.ckpt_steps = checkpoint_steps(cfg)
+        self.state_every = cfg.state_every or cfg.eval_every
+        self.record: dict[str, Any] = {"curve": [], "supervision": []}
+
+    def resume(self, device: str | torch.device = "cpu") -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The saved state (step, model tensors, optimizer state dict), restoring the schedule and the
+        record; None if there is none. Raises CheckpointError for unreadable files."""
+        if not (self.state_dir / "state.json").is_file():
+            return None
+        saved = read_json(self.state_dir / "state.json")
+        files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
+        model = load_tensors(self.state_dir / files["model"], device)
+        optimizer = _read_optimizer(self.state_dir / files["optimizer"], saved["optimizer"], device)
+        self.schedule.load_state_dict(saved["schedule"])
+        self.record = saved["record"]
+        return saved["step"], model, optimizer
+
+    def supervise(self, step: int) -> int | None:
+        """The teacher checkpoint of `step` (None: no teacher), recorded in the supervision segments."""
+        ckpt = self.schedule.checkpoint(step)
+        segments = self.record["supervision"]
+        if not segments or segments[-1]["checkpoint"] != ckpt:
+            segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
+        else:
+            segments[-1]["end"] = step + 1
+        return ckpt
+
+    def needs_eval(self, done: int) -> bool:
+        """Whether the model is evaluated after `done` steps."""
+        return done % self.cfg.eval_every == 0 or done == self.cfg.steps or done in self.ckpt_steps
+
+    def add_eval(self, step: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """Record held-out `metrics` after `step` steps (and show them to the schedule); a non-finite loss
+        raises DivergenceError."""
+        point = {"step": step, "samples": step * self.task.samples_per_step(self.cfg.batch_size), **metrics}
+        if not math.isfinite(point["loss"]):
+            raise DivergenceError(f"{self.desc}: held-out loss is {point['loss']} at step {step}: training diverged "
+                                  "(lower optim.lr, or set optim.grad_clip)")
+        point["teacher"] = self.schedule.checkpoint(max(step - 1, 0))
+        self.record["curve"].append(point)
+        self.schedule.observe(step, point)
+        return point
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Evaluate `model` on the task's held-out set and record it (`add_eval`)."""
+        device = next(model.parameters()).device
+        with autocast(device, self.cfg.precision):
+            metrics = self.task.evaluate(model)
+        return self.add_eval(step, metrics)
+
+    def save_state(self, step: int, model_state: dict[str, torch.Tensor],
+                   optimizer: torch.optim.Optimizer | dict[str, Any]) -> None:
+        """Save a resumable state after `step` steps."""
+        # Weights go to files named by step; state.json, written last, commits them. A kill between the
+        # writes leaves the previous state.json pointing at the previous, complete files.
+        state_dir = self.state_dir
+        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
+        save_tensors(state_dir / files["model"], model_state)
+        info = _save_optimizer(state_dir / files["optimizer"], optimizer)
+        write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
+                                              "schedule": self.schedule.state_dict(), "record": self.record})
+        for stale in state_dir.glob("*.safetensors"):
+            if stale.name not in files.values():
+                stale.unlink()
+
+    def save_checkpoint(self, step: int, model: nn.Module, point: dict[str, Any] | None) -> None:
+        """Write checkpoint-{step} (evaluating the model first unless `point` holds its metrics)."""
+        if point is None:
+            with autocast(next(model.parameters()).device, self.cfg.precision):
+                point = {"step": step, **self.task.evaluate(model)}
+        save_checkpoint(self.out / f"checkpoint-{step}", model, {
+            **self.meta, "step": step, "samples": step * self.task.samples_per_step(self.cfg.batch_size),
+            "eval": {"loss": point["loss"], "accuracy": point["accuracy"]},
+        })
+
+    def finish(self, model: nn.Module) -> dict[str, Any]:
+        """Write curve.json, supervision.json and the final checkpoint, drop the state; returns the record."""
+        write_json(self.out / "curve.json", self.record["curve"])
+        write_json(self.out / "supervision.json", self.record["supervision"])
+        if self.cfg.save_final and self.cfg.steps not in self.ckpt_steps:
+            self.save_checkpoint(self.cfg.steps, model, self.record["curve"][-1])
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        return self.record
 
 
 def train(
@@ -147,72 +247,28 @@ def train(
     `teacher_cache`: a folder where the teacher's outputs on this data stream are cached (see
     `TeacherOutputs`); share it only between runs with the same task, data seed and batch size.
     """
-    out = Path(out)
-    schedule = schedule or TeacherSchedule(None)
+    run = Run(out, task, cfg, meta, schedule, desc)
+    schedule = run.schedule
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg.optim)
-    ckpt_steps = checkpoint_steps(cfg)
-    state_every = cfg.state_every or cfg.eval_every
     teachers = TeacherOutputs(teacher, task, cfg.batch_size, device, labels_only=cfg.kd.tau == 0,
                               cache=teacher_cache, precision=cfg.precision)
 
-    record: dict[str, Any] = {"curve": [], "supervision": []}
     start = 0
-    state_dir = out / "state"
-    if (state_dir / "state.json").is_file():
-        saved = read_json(state_dir / "state.json")
-        files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
-        model.load_state_dict(load_tensors(state_dir / files["model"], device))
-        _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        record, start = saved["record"], saved["step"]
-
-    def evaluate(step: int) -> dict[str, Any]:
-        with autocast(device, cfg.precision):
-            metrics = task.evaluate(model)
-        point = {"step": step, "samples": step * task.samples_per_step(cfg.batch_size), **metrics}
-        if not math.isfinite(point["loss"]):
-            raise DivergenceError(f"{desc}: held-out loss is {point['loss']} at step {step}: training diverged "
-                                  "(lower optim.lr, or set optim.grad_clip)")
-        point["teacher"] = schedule.checkpoint(max(step - 1, 0))
-        record["curve"].append(point)
-        schedule.observe(step, point)
-        return point
-
-    def save_state(step: int) -> None:
-        # Weights go to files named by step; state.json, written last, commits them. A kill between the
-        # writes leaves the previous state.json pointing at the previous, complete files.
-        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors"}
-        save_tensors(state_dir / files["model"], model.state_dict())
-        info = _save_optimizer(state_dir / files["optimizer"], opt)
-        write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
-                                              "schedule": schedule.state_dict(), "record": record})
-        for stale in state_dir.glob("*.safetensors"):
-            if stale.name not in files.values():
-                stale.unlink()
-
-    def save_ckpt(step: int, point: dict[str, Any] | None) -> None:
-        if point is None:
-            with autocast(device, cfg.precision):
-                point = {"step": step, **task.evaluate(model)}
-        save_checkpoint(out / f"checkpoint-{step}", model, {
-            **meta, "step": step, "samples": step * task.samples_per_step(cfg.batch_size),
-            "eval": {"loss": point["loss"], "accuracy": point["accuracy"]},
-        })
+    saved = run.resume(device)
+    if saved is not None:
+        start, weights, optimizer = saved
+        model.load_state_dict(weights)
+        opt.load_state_dict(optimizer)
 
     if start == 0:
-        point = evaluate(0)
-        if 0 in ckpt_steps:
-            save_ckpt(0, point)
+        point = run.evaluate(model, 0)
+        if 0 in run.ckpt_steps:
+            run.save_checkpoint(0, model, point)
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress, leave=False, mininterval=1.0)
     model.train()
     for step in range(start, cfg.steps):
-        ckpt = schedule.checkpoint(step)
-        segments = record["supervision"]
-        if not segments or segments[-1]["checkpoint"] != ckpt:
-            segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
-        else:
-            segments[-1]["end"] = step + 1
+        ckpt = run.supervise(step)
         if cfg.optim.schedule != "constant" or cfg.optim.warmup:
             lr = lr_at(step, cfg.steps, cfg.optim)
             for group in opt.param_groups:
@@ -230,23 +286,17 @@ def train(
         opt.step()
         done = step + 1
         point = None
-        if done % cfg.eval_every == 0 or done == cfg.steps or done in ckpt_steps:
-            point = evaluate(done)
+        if run.needs_eval(done):
+            point = run.evaluate(model, done)
             bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.3f}", refresh=False)
-        if done in ckpt_steps:
-            save_ckpt(done, point)
+        if done in run.ckpt_steps:
+            run.save_checkpoint(done, model, point)
         bar.update(1)
         if stop_at is not None and done >= stop_at and done < cfg.steps:
-            save_state(done)
+            run.save_state(done, model.state_dict(), opt)
             bar.close()
-            return record
-        if done % state_every == 0 and done < cfg.steps:
-            save_state(done)
+            return run.record
+        if done % run.state_every == 0 and done < cfg.steps:
+            run.save_state(done, model.state_dict(), opt)
     bar.close()
-    write_json(out / "curve.json", record["curve"])
-    write_json(out / "supervision.json", record["supervision"])
-    if cfg.save_final and cfg.steps not in ckpt_steps:
-        save_ckpt(cfg.steps, record["curve"][-1])
-    if state_dir.exists():
-        shutil.rmtree(state_dir)
-    return record
+    return run.finish(model)
