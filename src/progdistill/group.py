@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -157,11 +158,14 @@ class _Group:
         self.param_groups = make_optimizer(members[0].model, self.cfg.optim).state_dict()["param_groups"]
         self.live = list(range(len(members)))  # member index of each stacked model
         self.last = max(m.cfg.steps for m in members)
+        # one data stream per task object, one TeacherOutputs per stream and cache: students of one seed share both
+        self.streams = [(id(m.task), str(m.teacher_cache)) for m in members]
         self.outputs: dict[tuple[int, str], TeacherOutputs] = {}
-        for m in members:
-            self.outputs.setdefault(self._stream(m), TeacherOutputs(
+        for m, stream in zip(members, self.streams):
+            self.outputs.setdefault(stream, TeacherOutputs(
                 teacher, m.task, self.cfg.batch_size, self.device, labels_only=self.cfg.kd.tau == 0,
                 cache=m.teacher_cache, precision=self.cfg.precision))
+        self.scheduled = self.cfg.optim.schedule != "constant" or bool(self.cfg.optim.warmup)
         self.shared_eval = _shared_eval_batches([m.task for m in members])
         self.pad_id = members[0].task.model_io().get("pad_id")
         if self.start >= self.last:
@@ -172,26 +176,21 @@ class _Group:
                 if 0 in self.runs[g].ckpt_steps:
                     self._save_checkpoint(g, 0, point)
 
-    @staticmethod
-    def _stream(m: Member) -> tuple[int, str]:
-        return id(m.task), str(m.teacher_cache)
-
     def lr(self, g: int, step: int) -> float:
         cfg = self.members[g].cfg
-        if cfg.optim.schedule != "constant" or cfg.optim.warmup:
-            return lr_at(step, cfg.steps, cfg.optim)
-        return cfg.optim.lr
+        return lr_at(step, cfg.steps, cfg.optim) if self.scheduled else cfg.optim.lr
 
     # --- one step of every live member ----------------------------------------------------------------------
     def train_step(self, step: int) -> None:
-        members = [self.members[g] for g in self.live]
-        checkpoints = [self.runs[g].supervise(step) for g in self.live]
-        self.lrs = [self.lr(g, step) for g in self.live]
+        live = self.live
+        checkpoints = [self.runs[g].supervise(step) for g in live]
+        self.lrs = [self.lr(g, step) for g in live]
         batches: dict[int, Batch] = {}
-        for m in members:
-            if id(m.task) not in batches:
-                batches[id(m.task)] = m.task.train_batch(step, self.cfg.batch_size)
-        mine = [batches[id(m.task)] for m in members]
+        for g in live:
+            task = self.members[g].task
+            if id(task) not in batches:
+                batches[id(task)] = task.train_batch(step, self.cfg.batch_size)
+        mine = [batches[self.streams[g][0]] for g in live]
         inputs = _pad_stack([b.inputs for b in mine], self.pad_id)
         targets = _pad_stack([b.targets for b in mine], IGNORE).reshape(len(mine), -1)
         with autocast(self.device, self.cfg.precision):
@@ -204,10 +203,10 @@ class _Group:
             rows, labels, counts = logits[keep], targets[keep], keep.sum(1).tolist()
         outputs: dict[tuple, torch.Tensor | None] = {}
         teacher = []
-        for m, ckpt, batch in zip(members, checkpoints, mine):
-            key = (self._stream(m), ckpt)
+        for g, ckpt, batch in zip(live, checkpoints, mine):
+            key = (self.streams[g], ckpt)
             if key not in outputs:
-                outputs[key] = self.outputs[self._stream(m)].get(ckpt, step, batch)
+                outputs[key] = self.outputs[self.streams[g]].get(ckpt, step, batch)
             teacher.append(outputs[key])
         kd = self.cfg.kd
         loss = stacked_distillation_loss(rows, labels, counts, teacher, kd.alpha, kd.tau, kd.kind, kd.scale_tau2)
@@ -225,21 +224,21 @@ class _Group:
                 self._save_checkpoint(g, done, points.get(g))
         unfinished = [g for g in self.live if done < self.members[g].cfg.steps]
         if stop_at is not None and done >= stop_at and unfinished:
-            for g in unfinished:
-                self._save_state(g, done)
+            _each(lambda g: self._save_state(g, done), unfinished)
             return False
         cadence = [g for g in unfinished if done % self.runs[g].state_every == 0]
         if cadence and time.monotonic() - self.saved_at >= self.state_seconds:
-            for g in cadence:
-                self._save_state(g, done)
+            _each(lambda g: self._save_state(g, done), cadence)
             self.saved_at = time.monotonic()
         finished = [g for g in self.live if g not in unfinished]
-        for g in finished:
-            self._load_into_model(g)
-            self.records[g] = self.runs[g].finish(self.members[g].model)
+        _each(self._finish, finished)
         if finished and unfinished:
             self._keep(unfinished)
         return bool(unfinished)
+
+    def _finish(self, g: int) -> None:
+        self._load_into_model(g)
+        self.records[g] = self.runs[g].finish(self.members[g].model)
 
     # --- files of one member ----------------------------------------------------------------------------------
     def _row(self, g: int) -> int:
@@ -254,12 +253,8 @@ class _Group:
 
     def _save_state(self, g: int, done: int) -> None:
         row = self._row(g)
-        groups = [{**group, "lr": self.lrs[row] if self._scheduled else group["lr"]} for group in self.param_groups]
+        groups = [{**group, "lr": self.lrs[row] if self.scheduled else group["lr"]} for group in self.param_groups]
         self.runs[g].save_state(done, self.model.params.student(row), self.opt.student_state(row, groups))
-
-    @property
-    def _scheduled(self) -> bool:
-        return self.cfg.optim.schedule != "constant" or bool(self.cfg.optim.warmup)
 
     def _keep(self, index: list[int]) -> None:
         rows = [self._row(g) for g in index]
@@ -280,18 +275,32 @@ class _Group:
         metrics: list[dict[str, float]] = []
         for a in range(0, len(index), self.eval_chunk):
             chunk = [self._row(g) for g in index[a:a + self.eval_chunk]]
-            params = self.model.params.select(chunk).views
+            every = chunk == list(range(len(self.live)))
+            params = {n: v.detach() for n, v in self.model.params.views.items()} if every else \
+                self.model.params.select(chunk).views
             with autocast(self.device, self.cfg.precision):
                 metrics += _stacked_evaluate(self.model.forward, params, self.shared_eval)
         return [self.runs[g].add_eval(done, m) for g, m in zip(index, metrics)]
 
 
+def _each(fn: Callable[[int], None], members: Sequence[int]) -> None:
+    """fn(g) for every member, in threads: each writes its own files, mostly waiting on the disk (fsync)."""
+    if len(members) <= 1:
+        for g in members:
+            fn(g)
+        return
+    with ThreadPoolExecutor(min(8, len(members))) as pool:
+        for future in [pool.submit(fn, g) for g in members]:
+            future.result()
+
+
 def _pad_stack(tensors: Sequence[torch.Tensor], value: int | None) -> torch.Tensor:
     """Stack tensors of one batch size, padding shorter sequences at the end with `value` (batches of
     sentences are as wide as their longest; a padded position is ignored as padding is alone)."""
-    shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
-    if all(list(t.shape) == shape for t in tensors):
+    first = tensors[0].shape
+    if all(t.shape == first for t in tensors):
         return torch.stack(tensors)
+    shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
     if value is None:
         raise ValueError(f"batches of shapes {sorted({tuple(t.shape) for t in tensors})} differ and the task has no "
                          "padding token")

@@ -24,6 +24,16 @@ def _means(rows: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
     return rows.new_zeros(g).index_add(0, owner, rows) / count
 
 
+def _mean_cross_entropies(logits: torch.Tensor, labels: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Sum over models of each model's mean cross-entropy, with the gradient per row that the single
+    model's `F.cross_entropy` (mean) gives: 1 / count, as a float32 division."""
+    if len(set(counts)) == 1:
+        return F.cross_entropy(logits, labels, reduction="sum") / counts[0]
+    weights = torch.repeat_interleave(1 / torch.tensor(counts, dtype=logits.dtype, device=logits.device),
+                                      torch.as_tensor(counts, device=logits.device))
+    return (F.cross_entropy(logits, labels, reduction="none") * weights).sum()
+
+
 def stacked_distillation_loss(logits: torch.Tensor, targets: torch.Tensor, counts: Sequence[int],
                               teacher: Sequence[torch.Tensor | None], alpha: float, tau: float,
                               kind: str = "forward", scale_tau2: bool = False) -> torch.Tensor:
@@ -37,6 +47,10 @@ def stacked_distillation_loss(logits: torch.Tensor, targets: torch.Tensor, count
         raise ValueError(f"kind must be 'forward' or 'reverse', got {kind!r}")
     logits = logits.float()
     taught = [t is not None for t in teacher]
+    if tau == 0 and (alpha <= 0 or not any(taught)):  # the recipes' case: one cross-entropy per model
+        labels = torch.cat([(t if t.ndim == 1 else t.argmax(-1)) if t is not None else y
+                            for t, y in zip(teacher, targets.split(list(counts)))]) if any(taught) else targets
+        return _mean_cross_entropies(logits, labels, counts)
     if not any(taught) or alpha >= 1:
         return _means(F.cross_entropy(logits, targets, reduction="none"), counts).sum()
     if tau == 0:

@@ -52,27 +52,35 @@ def stacked_forward(model: nn.Module) -> StackedForward | None:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`nn.Linear` per model: x [G, ..., in], weight [G, out, in], bias [G, out] -> [G, ..., out]."""
-    g, shape = x.shape[0], x.shape[1:-1]
-    y = _Linear.apply(x.reshape(g, -1, x.shape[-1]), weight, bias)
-    return y.view(g, *shape, weight.shape[1])
+    return _Linear.apply(x, weight, bias)
 
 
 class _Linear(torch.autograd.Function):
-    """x [G, N, in] -> x @ weight^T + bias, per model. The backward computes what `nn.Linear`'s (addmm's)
-    computes for one model, in its layout: grad @ weight for the input, grad^T @ x for the weight (a
-    contiguous [G, out, in], as the parameter), the sum over rows for the bias."""
+    """x [G, ..., in] -> x @ weight^T + bias, per model (rows [G, N, in] inside). The backward computes what
+    `nn.Linear`'s (addmm's) computes for one model, in its layout: grad @ weight for the input, grad^T @ x
+    for the weight (a contiguous [G, out, in], as the parameter), the sum over rows for the bias. The
+    output is a tensor of its own (not a view), which later in-place operations may modify."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.bmm(x, weight.mT) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+        g, n = x.shape[0], x.shape[-1]
+        rows = x.reshape(g, -1, n)
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias, ctx.shape = bias is not None, x.shape
+        y = x.new_empty(*x.shape[:-1], weight.shape[1])
+        out = y.view(g, rows.shape[1], weight.shape[1])
+        if bias is None:
+            torch.bmm(rows, weight.mT, out=out)
+        else:
+            torch.baddbmm(bias.unsqueeze(1), rows, weight.mT, out=out)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        dx = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        dw = torch.bmm(grad.mT, x) if ctx.needs_input_grad[1] else None
+        rows, weight = ctx.saved_tensors
+        grad = grad.reshape(rows.shape[0], rows.shape[1], -1)
+        dx = torch.bmm(grad, weight).view(ctx.shape) if ctx.needs_input_grad[0] else None
+        dw = torch.bmm(grad.mT, rows) if ctx.needs_input_grad[1] else None
         db = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
@@ -101,10 +109,11 @@ class _LayerNorm(torch.autograd.Function):
         rows, mean, rstd, weight, bias = ctx.saved_tensors
         grad = grad.reshape(rows.shape)
         need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        parts = [torch.ops.aten.native_layer_norm_backward(grad[i], rows[i], [rows.shape[-1]], mean[i], rstd[i],
-                                                           weight[i], bias[i], need) for i in range(len(rows))]
-        dx, dw, db = (torch.stack([p[k] for p in parts]) if need[k] else None for k in range(3))
-        return (dx.view(ctx.shape) if dx is not None else None), dw, db, None
+        dx, dw, db = torch.empty_like(rows), torch.empty_like(weight), torch.empty_like(bias)
+        for i in range(len(rows)):
+            torch.ops.aten.native_layer_norm_backward.out(grad[i], rows[i], [rows.shape[-1]], mean[i], rstd[i], weight[i],
+                                                          bias[i], need, out0=dx[i], out1=dw[i], out2=db[i])
+        return (dx.view(ctx.shape) if need[0] else None), (dw if need[1] else None), (db if need[2] else None), None
 
 
 def _mlp(model: MLP) -> StackedForward:
@@ -120,7 +129,7 @@ def _mlp(model: MLP) -> StackedForward:
     def forward(params: Params, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(2).float()
         for prefix in ops:
-            h = torch.relu(h) if prefix is None else linear(h, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"))
+            h = torch.relu_(h) if prefix is None else linear(h, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"))
         return h
 
     return StackedForward(("mlp", tuple(ops)), forward)
@@ -178,7 +187,7 @@ def _transformer(model: nn.Module) -> StackedForward:
         # one matmul per model: the gradient of the tied weight sums over all positions, and a batched
         # matmul takes that sum in another order than the single model's (other rounding)
         rows = h.reshape(g, b * t, hidden)
-        logits = torch.stack([rows[i] @ tok[i].T for i in range(g)]) + params["bias"].unsqueeze(1)
+        logits = torch.stack([r @ w.T for r, w in zip(rows.unbind(0), tok.unbind(0))]) + params["bias"].unsqueeze(1)
         return logits.view(g, b, t, vocab)
 
     key = ("classifier" if classifier else "lm", blocks, heads, causal, pre_ln, eps, pad_id)
