@@ -190,15 +190,14 @@ def test_group_refuses_members_it_cannot_stack(parity, tmp_path):
                     progress=False)
 
 
-def test_plan_groups_caps_sizes_and_spreads_over_workers():
+def test_plan_groups_caps_sizes_and_keeps_equal_keys_together():
     keys = [(b, s) for b in (300, 600) for s in (0, 1, 2)] * 3  # 18 students
     groups = plan_groups(keys, 8)
     assert [len(g) for g in groups] == [6, 6, 6]
     assert sorted(i for g in groups for i in g) == list(range(18))
-    assert all(len({keys[i][0] for i in g}) == 1 for g in groups[:1])  # sorted: one budget per group where it fits
-    assert sorted(len(g) for g in plan_groups(keys, 16, parts=4)) == [4, 4, 5, 5]
-    assert [len(g) for g in plan_groups(keys[:3], 16, parts=4)] == [1, 1, 1]
-    assert plan_groups([], 4) == []
+    assert [sorted({keys[i] for i in g}) for g in groups] == [[(300, 0), (300, 1)], [(300, 2), (600, 0)],
+                                                             [(600, 1), (600, 2)]]
+    assert [len(g) for g in plan_groups(keys, 18)] == [18] and plan_groups([], 4) == []
     with pytest.raises(ValueError, match="size >= 1"):
         plan_groups(keys, 0)
 
@@ -210,3 +209,82 @@ def test_memory_per_student_counts_parameters_and_activations(parity):
     train_wide, eval_wide = memory_per_student(wide, tasks[1], 8)
     assert 4 * 4 * sum(p.numel() for p in small.parameters()) < train_small < train_wide
     assert eval_small >= 256 * 32 * 4 and eval_wide > eval_small
+
+
+TINY = """
+name: tiny
+threads: 1
+task: {name: parity, d: 12, k: 2, eval_size: 256}
+teacher:
+  model: {type: mlp, width: 64}
+  steps: 300
+  batch_size: 16
+  optim: {lr: 0.1}
+  eval_every: 25
+  checkpoint_every: 50
+phases: {metric: accuracy}
+students:
+  model: {type: mlp, width: 16}
+  steps: [100, 150]
+  batch_size: 16
+  optim: {lr: 0.1}
+  eval_every: 25
+  seeds: [0, 1]
+  methods: [ce, progressive, {name: two-shot, checkpoint: middle, switch: 50}, adaptive]
+report: {target: 0.9}
+"""
+
+
+def test_run_groups_students_with_the_numbers_of_one_at_a_time(tmp_path):
+    import shutil
+
+    from progdistill.cli import main
+    from progdistill.config import load_recipe
+    from progdistill.experiment import student_groups, student_jobs, teacher_phases, train_students
+
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(TINY)
+    one, grouped = tmp_path / "one", tmp_path / "grouped"
+    assert main(["teacher", str(recipe_file), "--out", str(one), "--quiet"]) == 0
+    shutil.copytree(one, grouped)
+    assert main(["distill", str(recipe_file), "--out", str(one), "--quiet", "students.group_size=1"]) == 0
+    # the grouped run is interrupted in its first group, then resumed under another group size
+    recipe = load_recipe(str(recipe_file), ["students.group_size=5"])
+    trajectory = Trajectory(grouped / "teacher")
+    phases = teacher_phases(recipe, trajectory, grouped)
+    groups, _ = student_groups(recipe, grouped, trajectory, phases, student_jobs(recipe, trajectory))
+    assert sorted(len(g) for g in groups) == [4, 4, 4, 4]  # 16 students, at most 5 a group
+    assert len({b for _, b, _ in groups[0]}) == 1  # one budget: they leave together
+    assert train_students(recipe, grouped, trajectory, phases, groups[0], progress=False, stop_at=40) == []
+    assert len(list(grouped.glob("students/*/*/*/state/state.json"))) == len(groups[0])
+    assert main(["distill", str(recipe_file), "--out", str(grouped), "--quiet", "students.group_size=7"]) == 0
+    for folder in (one, grouped):
+        assert main(["report", str(folder)]) == 0
+    assert read_json(one / "summary.json")["methods"] == read_json(grouped / "summary.json")["methods"]
+    capped = load_recipe(str(recipe_file), ["students.group_memory_mb=1", "students.seeds=[0, 1, 2]"])
+    assert all(len(g) == 1 for g in student_groups(capped, grouped, trajectory, phases,
+                                                   student_jobs(capped, trajectory))[0])
+
+
+def test_students_of_padded_tasks_are_grouped_by_seed(tmp_path):
+    from progdistill.cli import main
+    from progdistill.config import load_recipe
+    from progdistill.experiment import student_groups, student_jobs, teacher_phases
+
+    recipe_file = tmp_path / "mlm.yaml"
+    recipe_file.write_text("""
+name: mlm
+threads: 1
+task: {name: pcfg-mlm, grammar: {generate: {levels: 2, seed: 0}}, eval_size: 32}
+teacher: {model: {type: bert, layers: 1, heads: 2, head_dim: 8}, steps: 20, batch_size: 8, eval_every: 10,
+          checkpoint_every: 10}
+students: {model: {type: bert, layers: 1, heads: 1, head_dim: 8}, steps: [20, 30], batch_size: 8, seeds: [0, 1],
+           methods: [ce, one-shot, {name: two-shot, checkpoint: 10, switch: 10}]}
+""")
+    assert main(["teacher", str(recipe_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    recipe = load_recipe(str(recipe_file))
+    trajectory = Trajectory(tmp_path / "run" / "teacher")
+    groups, _ = student_groups(recipe, tmp_path / "run", trajectory, teacher_phases(recipe, trajectory, tmp_path / "run"),
+                               student_jobs(recipe, trajectory))
+    # sentences of several lengths: a group holds one seed, whose batches have one width (no padding)
+    assert sorted((len(g), {seed for _, _, seed in g}) for g in groups) == [(6, {0}), (6, {1})]

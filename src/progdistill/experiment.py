@@ -418,13 +418,15 @@ def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, ph
 
 def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
                    jobs: list[tuple[Any, int, int]]) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
-    """The unfinished students split into group jobs (at most `students.group_size` each, fewer where
-    `students.group_memory_mb` says so; students that resume from the same step, then of one budget
-    and one seed, together; at least `workers` groups where there are enough students), and the most
-    students one held-out forward pass may evaluate at once (None: all of a group)."""
+    """The unfinished students split into group jobs: at most `students.group_size` each (fewer where
+    `students.group_memory_mb` says so); only students that resume from the same step together, and,
+    where batches are padded to a common width (tasks with a padding token), only students of one
+    seed, whose batches have one width; then by budget, seed and method; at least `workers` groups
+    where there are enough students. Also returns the most students one held-out forward pass may
+    evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
-    size, eval_chunk = s.group_size, None
+    size, eval_chunk, padded = s.group_size, None, False
     if size > 1 and pending:
         probe = _student(recipe, out, trajectory, phases, *pending[0])
         if group_key(probe) is None:
@@ -434,17 +436,23 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
             budget = s.group_memory_mb * 2**20
             size = max(1, min(size, budget // train_bytes))
             eval_chunk = max(1, budget // eval_bytes)
+            padded = "pad_id" in probe.task.model_io()
     if size == 1:
         return [[job] for job in pending], None
-    by_start: dict[int, list[tuple[Any, int, int]]] = {}
+    parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
     for job in pending:
         state = student_folder(out, job[0].display, job[1], job[2]) / "state" / "state.json"
-        by_start.setdefault(_readable(state).get("step", 0) if state.is_file() else 0, []).append(job)
+        start = _readable(state).get("step", 0) if state.is_file() else 0
+        parts.setdefault((start, job[2]) if padded else (start,), []).append(job)
     order = {m.display: i for i, m in enumerate(s.methods)}
     groups = []
-    for start, sub in sorted(by_start.items()):
-        keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in sub]
-        groups += [[sub[i] for i in part] for part in plan_groups(keys, size, recipe.workers)]
+    for _, part in sorted(parts.items()):
+        keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
+        groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
+    while len(groups) < recipe.workers and max(len(g) for g in groups) > 1:  # work for every worker
+        largest = max(groups, key=len)
+        groups.remove(largest)
+        groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
     return groups, eval_chunk
 
 

@@ -9,9 +9,11 @@ runs one stacked forward and backward, clips each member's gradient by its own n
 with its own learning rate and optimizer state. Each member keeps its own files through
 `trainer.Run` (curve.json, supervision.json, checkpoints, resumable state in the format `train` writes),
 evaluates on its own held-out set when `train` would, and its schedule observes its own evaluations;
-a member whose budget is spent writes its final files and leaves the group. The numbers are those of
-`train` up to float rounding (measured in tests/test_group.py); an interrupted group resumes from the
-members' saved states, and a member's state may be resumed by `train` alone or in another group.
+a member whose budget is spent writes its final files and leaves the group; afterwards each member's
+model holds its weights, as `train` leaves its model. The stacked operations mirror the single
+model's, model by model, so the numbers are those of `train`: bit for bit on CPU in tests/test_group.py,
+up to float rounding where batches of different widths are padded to one. An interrupted group resumes
+from the members' saved states, and a member's state may be resumed by `train` alone or in another group.
 
 `plan_groups` splits a list of students into groups; `memory_per_student` estimates what one member
 costs, for a memory cap on the group size.
@@ -225,6 +227,8 @@ class _Group:
         unfinished = [g for g in self.live if done < self.members[g].cfg.steps]
         if stop_at is not None and done >= stop_at and unfinished:
             _each(lambda g: self._save_state(g, done), unfinished)
+            for g in unfinished:
+                self._load_into_model(g)
             return False
         cadence = [g for g in unfinished if done % self.runs[g].state_every == 0]
         if cadence and time.monotonic() - self.saved_at >= self.state_seconds:
@@ -347,17 +351,16 @@ def _stacked_evaluate(forward: StackedForward, params: dict[str, torch.Tensor],
 
 
 # --- planning ------------------------------------------------------------------------------------------------
-def plan_groups(keys: Sequence[Any], size: int, parts: int = 1) -> list[list[int]]:
-    """Split items into groups of at most `size`: items are ordered by `keys` (items with equal keys
-    stay together as far as the sizes allow), and cut into as few groups of near-equal size as the cap
-    allows, but at least `parts` (e.g. worker processes) where there are enough items. Returns lists of
-    item indices."""
-    if size < 1 or parts < 1:
-        raise ValueError(f"need size >= 1 and parts >= 1, got {size} and {parts}")
+def plan_groups(keys: Sequence[Any], size: int) -> list[list[int]]:
+    """Split items into groups of at most `size`: items are ordered by `keys` (items with equal keys stay
+    together as far as the sizes allow) and cut into as few groups of near-equal size as the cap allows.
+    Returns lists of item indices."""
+    if size < 1:
+        raise ValueError(f"need size >= 1, got {size}")
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     if not order:
         return []
-    count = max(math.ceil(len(order) / size), min(parts, len(order)))
+    count = math.ceil(len(order) / size)
     bounds = [round(i * len(order) / count) for i in range(count + 1)]
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
