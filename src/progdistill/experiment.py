@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from pydantic import TypeAdapter
 
 from .config import STUDENT_SEED_OFFSET, Method, Recipe, RecipeError, TeacherSection, TwoShotMethod, validate
+from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .io import CheckpointError, config_hash, environment_info, file_hash, read_json, write_json, write_text
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
-from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .trainer import KDConfig, OptimConfig, TrainConfig, train
 from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
 
@@ -399,10 +399,11 @@ def train_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
                 for job in jobs]
     records = train_group(members, trajectory, progress=progress, stop_at=stop_at, eval_chunk=eval_chunk,
                           desc=f"{len(members)} students")
+    for member, record, (m, b, seed) in zip(members, records, pending):
+        if stop_at is None or b <= stop_at:  # finished (the others stopped early, their state saved)
+            _student_result(recipe, member, record, m, b, seed)
     if stop_at is not None and stop_at < max(b for _, b, _ in pending):
         return []
-    for member, record, (m, b, seed) in zip(members, records, pending):
-        _student_result(recipe, member, record, m, b, seed)
     return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
 
 

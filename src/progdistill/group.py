@@ -225,6 +225,8 @@ class _Group:
             if done in self.runs[g].ckpt_steps:
                 self._save_checkpoint(g, done, points.get(g))
         unfinished = [g for g in self.live if done < self.members[g].cfg.steps]
+        finished = [g for g in self.live if g not in unfinished]
+        _each(self._finish, finished)
         if stop_at is not None and done >= stop_at and unfinished:
             _each(lambda g: self._save_state(g, done), unfinished)
             for g in unfinished:
@@ -234,8 +236,6 @@ class _Group:
         if cadence and time.monotonic() - self.saved_at >= self.state_seconds:
             _each(lambda g: self._save_state(g, done), cadence)
             self.saved_at = time.monotonic()
-        finished = [g for g in self.live if g not in unfinished]
-        _each(self._finish, finished)
         if finished and unfinished:
             self._keep(unfinished)
         return bool(unfinished)
