@@ -1,7 +1,8 @@
 """Benchmark: many students trained together as one batched model vs one by one, side by side (not a test).
 
-    python benchmarks/bench_many_students.py [--students 16] [--parity-steps 500] [--pcfg-steps 50]
+    python benchmarks/bench_many_students.py [--students 16] [--parity-steps 1000] [--pcfg-steps 50]
                                              [--threads 1] [--repeats 2] [--only parity|pcfg]
+    python benchmarks/bench_many_students.py --profile STEPS [--only parity|pcfg]
 
 For each setting, 16 students of the shipped recipe's student architecture and training settings:
   parity  `parity-mlp-small` students (MLP width 100, batch 32, SGD), and
@@ -12,7 +13,8 @@ budget and the recipe's eval cadence. Each repeat trains them once one by one (`
 once as one group (`group.train_group`), alternating, in fresh run folders; the teacher's outputs are
 cached on disk before timing (both modes read the same cache, as students of a recipe do). Prints the
 aggregate training samples per second of each mode (best repeat), the ratio, and whether every student
-ends with the same weights in both modes.
+ends with the same weights in both modes. With --profile it prints instead where the time of a
+training step goes in each mode (torch.profiler self time by kind of operation, per student-step).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -104,21 +107,78 @@ def run(name: str, recipe: str, steps: int, students: int, repeats: int) -> None
               f"identical final weights: {same} (max difference {diff:.2g})")
 
 
+CATEGORIES = [  # (label, substrings of profiler op names), first match wins
+    ("attention (scaled_dot_product_attention)", ("scaled_dot_product", "flash_attention")),
+    ("matmuls (mm, addmm, bmm, baddbmm)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("GELU", ("gelu",)),
+    ("layer norm", ("layer_norm",)),
+    ("copies (copy_, cat, stack, fill_, clone)", ("aten::copy_", "aten::cat", "aten::stack", "aten::fill_",
+                                                  "aten::clone", "aten::zero_")),
+    ("optimizer and clipping", ("Optimizer", "_foreach", "lerp", "addcdiv", "addcmul_", "aten::sqrt",
+                                "vector_norm")),
+    ("other element-wise and reductions", ("aten::add", "aten::mul", "aten::div", "aten::sum", "aten::sub",
+                                           "softmax", "nll_loss", "relu", "threshold", "clamp", "aten::ne",
+                                           "aten::where", "aten::index", "aten::embedding")),
+]
+
+
+def profile(name: str, recipe: str, steps: int, students: int) -> None:
+    """Where the time of a training step goes, one by one vs together: profiler self time by kind of op,
+    per student-step (no evaluation in the measured steps)."""
+    from torch.profiler import profile as torch_profile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        members, trajectory, cfg, _ = setting(recipe, steps, students, root)
+        shares = {}
+        for mode in ("one by one", "together"):
+            group = members(root / mode)
+            for m in group:
+                m.cfg = replace(m.cfg, eval_every=10**9)  # evaluations only at the ends, outside the profile
+            with torch_profile() as prof:
+                if mode == "together":
+                    train_group(group, trajectory, progress=False)
+                else:
+                    for m in group:
+                        train(m.model, m.task, m.cfg, m.out, m.meta, m.schedule, trajectory, progress=False,
+                              teacher_cache=m.teacher_cache)
+            totals: dict[str, float] = {}
+            for event in prof.key_averages():
+                label = next((lab for lab, keys in CATEGORIES if any(k in event.key for k in keys)), "rest (framework,"
+                             " autograd, Python-side ops, file writes)")
+                totals[label] = totals.get(label, 0.0) + event.self_cpu_time_total / 1e3
+            shares[mode] = totals
+        print(f"{name}: profiler self time per student-step (ms), {students} students x {steps} steps, no evaluations")
+        labels = [lab for lab, _ in CATEGORIES] + ["rest (framework, autograd, Python-side ops, file writes)"]
+        per = students * steps
+        print(f"  {'':58s} {'one by one':>12s} {'together':>10s}")
+        for label in labels:
+            a, b = (shares[m].get(label, 0.0) / per for m in ("one by one", "together"))
+            print(f"  {label:58s} {a:12.2f} {b:10.2f}")
+        a, b = (sum(shares[m].values()) / per for m in ("one by one", "together"))
+        print(f"  {'total':58s} {a:12.2f} {b:10.2f}   ({a / b:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=16)
-    parser.add_argument("--parity-steps", type=int, default=500)
+    parser.add_argument("--parity-steps", type=int, default=1000)
     parser.add_argument("--pcfg-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", choices=["parity", "pcfg"])
+    parser.add_argument("--profile", type=int, metavar="STEPS",
+                        help="instead: where a step's time goes (torch.profiler), STEPS steps per student")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    if args.only in (None, "parity"):
-        run("parity", "parity-mlp-small", args.parity_steps, args.students, args.repeats)
-    if args.only in (None, "pcfg"):
-        run("pcfg", "pcfg-mlm-small", args.pcfg_steps, args.students, args.repeats)
+    for name, recipe, steps in (("parity", "parity-mlp-small", args.parity_steps),
+                                ("pcfg", "pcfg-mlm-small", args.pcfg_steps)):
+        if args.only in (None, name):
+            if args.profile:
+                profile(name, recipe, args.profile, args.students)
+            else:
+                run(name, recipe, steps, args.students, args.repeats)
 
 
 if __name__ == "__main__":

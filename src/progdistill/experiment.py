@@ -450,7 +450,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     for _, part in sorted(parts.items()):
         keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
         groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
-    while len(groups) < recipe.workers and max(len(g) for g in groups) > 1:  # work for every worker
+    while groups and len(groups) < recipe.workers and max(len(g) for g in groups) > 1:  # work for every worker
         largest = max(groups, key=len)
         groups.remove(largest)
         groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
