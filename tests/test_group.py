@@ -290,3 +290,21 @@ students: {model: {type: bert, layers: 1, heads: 1, head_dim: 8}, steps: [20, 30
                                student_jobs(recipe, trajectory))
     # sentences of several lengths: a group holds one seed, whose batches have one width (no padding)
     assert sorted((len(g), {seed for _, _, seed in g}) for g in groups) == [(6, {0}), (6, {1})]
+
+
+def test_bf16_autocast_group_matches_students_trained_alone(tmp_path):
+    grammar = generate_grammar(levels=3, rhs_lengths=(2,), seed=0)
+    task = PCFGMLMTask(grammar, eval_size=32, seed=1, data_seed=1)
+    arch = resolve_architecture({"type": "bert", "layers": 1, "heads": 2, "head_dim": 8}, task.model_io())
+    cfg = TrainConfig(steps=30, batch_size=16, optim=ADAMW, precision="bf16", eval_every=10)
+
+    def two(folder):
+        return [Member(fresh(i, arch), task, cfg, tmp_path / folder / f"s{i}", {"model": arch},
+                       make_schedule({"name": "ce"}, None, None), None, f"s{i}") for i in range(2)]
+
+    single, group = two("alone"), two("group")
+    alone(single, None)
+    train_group(group, None, progress=False)
+    for a, b in zip(single, group):
+        assert max_difference(a, b) <= 1e-5
+        assert all(p.dtype == torch.float32 for p in b.model.parameters())

@@ -67,21 +67,24 @@ class _Linear(torch.autograd.Function):
         rows = x.reshape(g, -1, n)
         ctx.save_for_backward(rows, weight)
         ctx.has_bias, ctx.shape = bias is not None, x.shape
-        y = x.new_empty(*x.shape[:-1], weight.shape[1])
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype  # as addmm's
+        y = x.new_empty(*x.shape[:-1], weight.shape[1], dtype=dtype)
         out = y.view(g, rows.shape[1], weight.shape[1])
         if bias is None:
-            torch.bmm(rows, weight.mT, out=out)
+            torch.bmm(rows.to(dtype), weight.mT.to(dtype), out=out)
         else:
-            torch.baddbmm(bias.unsqueeze(1), rows, weight.mT, out=out)
+            torch.baddbmm(bias.unsqueeze(1).to(dtype), rows.to(dtype), weight.mT.to(dtype), out=out)
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         rows, weight = ctx.saved_tensors
         grad = grad.reshape(rows.shape[0], rows.shape[1], -1)
-        dx = torch.bmm(grad, weight).view(ctx.shape) if ctx.needs_input_grad[0] else None
-        dw = torch.bmm(grad.mT, rows) if ctx.needs_input_grad[1] else None
-        db = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        dtype = grad.dtype  # under autocast the forward ran in bf16: so does the backward, as autocast's would
+        dx = torch.bmm(grad, weight.to(dtype)).view(ctx.shape).to(rows.dtype) if ctx.needs_input_grad[0] else None
+        dw = torch.bmm(grad.mT, rows.to(dtype)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        db = grad.sum(1).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
 
@@ -98,22 +101,26 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
         g, hidden = x.shape[0], x.shape[-1]
-        rows = x.reshape(g, -1, hidden)
-        normed, mean, rstd = torch.native_layer_norm(rows, [hidden], None, None, eps)
+        ctx.dtype = x.dtype
+        with torch.autocast(x.device.type, enabled=False):  # layer norm runs in fp32 under autocast too
+            rows = x.reshape(g, -1, hidden).to(weight.dtype)
+            normed, mean, rstd = torch.native_layer_norm(rows, [hidden], None, None, eps)
+            out = torch.addcmul(bias.unsqueeze(1), normed, weight.unsqueeze(1)).view(x.shape)
         ctx.save_for_backward(rows, mean, rstd, weight, bias)
         ctx.shape = x.shape
-        return torch.addcmul(bias.unsqueeze(1), normed, weight.unsqueeze(1)).view(x.shape)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         rows, mean, rstd, weight, bias = ctx.saved_tensors
-        grad = grad.reshape(rows.shape)
+        grad = grad.reshape(rows.shape).to(rows.dtype)
         need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         dx, dw, db = torch.empty_like(rows), torch.empty_like(weight), torch.empty_like(bias)
         for i in range(len(rows)):
             torch.ops.aten.native_layer_norm_backward.out(grad[i], rows[i], [rows.shape[-1]], mean[i], rstd[i], weight[i],
                                                           bias[i], need, out0=dx[i], out1=dw[i], out2=db[i])
-        return (dx.view(ctx.shape) if need[0] else None), (dw if need[1] else None), (db if need[2] else None), None
+        return (dx.view(ctx.shape).to(ctx.dtype) if need[0] else None), (dw if need[1] else None), \
+            (db if need[2] else None), None
 
 
 def _mlp(model: MLP) -> StackedForward:
