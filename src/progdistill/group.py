@@ -374,7 +374,7 @@ def memory_per_student(model: nn.Module, task: Task, batch_size: int) -> tuple[i
         seen: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            seen[t.data_ptr()] = max(seen.get(t.data_ptr(), 0), t.numel() * t.element_size())
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
