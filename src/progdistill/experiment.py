@@ -24,6 +24,7 @@ from .io import (CheckpointError, config_hash, environment_info, file_hash, read
                  write_json, write_text)
 from .layout import student_folder
 from .metric_logging import require_backends
+from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
 from .processes import die_with_parent
@@ -186,9 +187,14 @@ def grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
         before["checkpoints"] is not None and set(before["checkpoints"]) <= set(after["checkpoints"])))
 
 
+EXECUTION_KEYS = ("group_size", "group_memory_mb")  # students.*: how students are run, not which
+
+
 def _experiment(config: dict[str, Any]) -> dict[str, Any]:
-    """What defines the experiment: the resolved config without its prose description."""
-    return {k: v for k, v in config.items() if k != "description"}
+    """What defines the experiment: the resolved config without its prose description and the students'
+    execution settings (a folder resumes under another group size)."""
+    students = {k: v for k, v in config.get("students", {}).items() if k not in EXECUTION_KEYS}
+    return {k: (students if k == "students" else v) for k, v in config.items() if k != "description"}
 
 
 def _as_read_now(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -386,16 +392,12 @@ def student_jobs(recipe: Recipe, trajectory: Trajectory) -> list[tuple[Any, int,
     return jobs
 
 
-def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method,
-                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None,
-                  log: Sequence[str] = ()) -> dict[str, Any]:
-    """Train one student (a method entry of the recipe) and write its result.json; resumes if interrupted.
-    `log`: metric backends besides the student folder's metrics.jsonl (see `trainer.train`)."""
+def _student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method, budget: int,
+             seed: int, task: Task | None = None) -> Member:
+    """One student (a method entry of the recipe) ready to train: fresh model, its data stream (`task`, or
+    a new one of its seed), schedule, config, run folder and teacher-output cache."""
     s = recipe.students
-    folder = student_folder(out, method.display, budget, seed)
-    if (folder / "result.json").is_file():
-        return read_json(folder / "result.json")
-    task = build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device, folder=out)
+    task = task or build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device, folder=out)
     model, arch = make_model(s.model, task, STUDENT_SEED_OFFSET + seed, recipe.device)
     schedule = make_schedule(method.model_dump(), trajectory.steps, phases, trajectory.curve(), budget)
     cfg = TrainConfig(steps=budget, batch_size=s.batch_size, optim=optim_config(s.optim), precision=recipe.precision,
@@ -403,12 +405,17 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
     meta = {"model": arch, "role": "student", "method": method.model_dump(), "seed": seed, "budget": budget}
     outputs = "labels" if cfg.kd.tau == 0 else "logits"
     cache = out / "teacher-outputs" / f"seed-{seed}-batch-{s.batch_size}-{outputs}"
-    record = train(model, task, cfg, folder, meta, schedule, trajectory, progress=progress, stop_at=stop_at,
-                   desc=f"{method.display} s{seed}", teacher_cache=cache, log=log)
-    if stop_at is not None and stop_at < budget:
-        return {}
+    return Member(model, task, cfg, student_folder(out, method.display, budget, seed), meta, schedule, cache,
+                  f"{method.display} s{seed}")
+
+
+def _student_result(recipe: Recipe, student: Member, record: dict[str, Any], method, budget: int,
+                    seed: int) -> dict[str, Any]:
+    """Write the result.json of a trained student (its final model in `student.model`)."""
+    s = recipe.students
     curve = record["curve"]
     reached = next((p for p in curve if p["accuracy"] >= recipe.report.target), None)
+    assert student.schedule is not None
     result = {
         "label": method.display, "method": method.model_dump(), "budget": budget, "seed": seed,
         "final_accuracy": curve[-1]["accuracy"], "final_loss": curve[-1]["loss"],
@@ -416,28 +423,116 @@ def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Pha
         "steps_to_target": reached["step"] if reached else None,
         "teacher_checkpoints": sorted({seg["checkpoint"] for seg in record["supervision"]
                                        if seg["checkpoint"] is not None}),
-        "schedule": schedule.state_dict(),
+        "schedule": student.schedule.state_dict(),
         "loss_spikes": loss_spikes(curve),
     }
     if s.probe_final:
-        probes, enabled = task.probes(), recipe.probe.enabled()  # both checked when the recipe was validated
-        result["probes"] = {name: probes[name](model, **enabled[name]) for name in s.probe_final}
-    write_json(folder / "result.json", result)
+        probes, enabled = student.task.probes(), recipe.probe.enabled()  # both checked when the recipe was validated
+        result["probes"] = {name: probes[name](student.model, **enabled[name]) for name in s.probe_final}
+    write_json(Path(student.out) / "result.json", result)
     return result
 
 
+def train_student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None, method,
+                  budget: int, seed: int, progress: bool = True, stop_at: int | None = None,
+                  log: Sequence[str] = ()) -> dict[str, Any]:
+    """Train one student (a method entry of the recipe) and write its result.json; resumes if interrupted.
+    `log`: metric backends besides the student folder's metrics.jsonl (see `trainer.train`)."""
+    folder = student_folder(out, method.display, budget, seed)
+    if (folder / "result.json").is_file():
+        return read_json(folder / "result.json")
+    m = _student(recipe, out, trajectory, phases, method, budget, seed)
+    record = train(m.model, m.task, m.cfg, m.out, m.meta, m.schedule, trajectory, progress=progress, stop_at=stop_at,
+                   desc=m.desc, teacher_cache=m.teacher_cache, log=log)
+    if stop_at is not None and stop_at < budget:
+        return {}
+    return _student_result(recipe, m, record, method, budget, seed)
+
+
+def train_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
+                   jobs: list[tuple[Any, int, int]], progress: bool = True, stop_at: int | None = None,
+                   eval_chunk: int | None = None, log: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One group job: train the (method, budget, seed) students `jobs` together as one batched model
+    (`group.train_group`; students of a seed share its data stream), each writing the files
+    `train_student` writes; the finished ones are skipped. Returns their results ([] when stopped
+    early by `stop_at`)."""
+    pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
+    if len(pending) <= 1:
+        return [train_student(recipe, out, trajectory, phases, *job, progress=progress, stop_at=stop_at, log=log)
+                for job in jobs]
+    tasks: dict[int, Task] = {}
+    for _, _, seed in pending:
+        if seed not in tasks:
+            tasks[seed] = build_task(recipe.task, data_seed=STUDENT_SEED_OFFSET + seed, device=recipe.device, folder=out)
+    members = [_student(recipe, out, trajectory, phases, m, b, seed, tasks[seed]) for m, b, seed in pending]
+    if group_key(members[0]) is None:
+        return [train_student(recipe, out, trajectory, phases, *job, progress=progress, stop_at=stop_at, log=log)
+                for job in jobs]
+    records = train_group(members, trajectory, progress=progress, stop_at=stop_at, eval_chunk=eval_chunk, log=log,
+                          desc=f"{len(members)} students")
+    for member, record, (m, b, seed) in zip(members, records, pending):
+        if stop_at is None or b <= stop_at:  # finished (the others stopped early, their state saved)
+            _student_result(recipe, member, record, m, b, seed)
+    if stop_at is not None and stop_at < max(b for _, b, _ in pending):
+        return []
+    return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
+
+
 def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
-                 method: dict[str, Any], budget: int, seed: int, log: Sequence[str] = ()) -> dict[str, Any]:
+                 jobs: list[tuple[dict[str, Any], int, int]], eval_chunk: int | None,
+                 log: Sequence[str] = ()) -> list[dict[str, Any]]:
     recipe = validate(recipe_json)
     torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
     ph = Phases(**phases) if phases else None
-    return train_student(recipe, Path(out), Trajectory(trajectory_root), ph, METHOD.validate_python(method),
-                         budget, seed, progress=False, log=log)
+    return train_students(recipe, Path(out), Trajectory(trajectory_root), ph,
+                          [(METHOD.validate_python(m), b, seed) for m, b, seed in jobs], progress=False,
+                          eval_chunk=eval_chunk, log=log)
+
+
+def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
+                   jobs: list[tuple[Any, int, int]]) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
+    """The unfinished students split into group jobs: at most `students.group_size` each (fewer where
+    `students.group_memory_mb` says so); only students that resume from the same step together, and,
+    where batches are padded to a common width (tasks with a padding token), only students of one
+    seed, whose batches have one width; then by budget, seed and method; at least `workers` groups
+    where there are enough students. Also returns the most students one held-out forward pass may
+    evaluate at once (None: all of a group)."""
+    s = recipe.students
+    pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
+    size, eval_chunk, padded = s.group_size, None, False
+    if size > 1 and pending:
+        probe = _student(recipe, out, trajectory, phases, *pending[0])
+        if group_key(probe) is None:
+            size = 1
+        else:
+            train_bytes, eval_bytes = memory_per_student(probe.model, probe.task, s.batch_size)
+            budget = s.group_memory_mb * 2**20
+            size = max(1, min(size, budget // train_bytes))
+            eval_chunk = max(1, budget // eval_bytes)
+            padded = "pad_id" in probe.task.model_io()
+    if size == 1:
+        return [[job] for job in pending], None
+    parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
+    for job in pending:
+        state = student_folder(out, job[0].display, job[1], job[2]) / "state" / "state.json"
+        start = _readable(state).get("step", 0) if state.is_file() else 0
+        parts.setdefault((start, job[2]) if padded else (start,), []).append(job)
+    order = {m.display: i for i, m in enumerate(s.methods)}
+    groups = []
+    for _, part in sorted(parts.items()):
+        keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
+        groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
+    while groups and len(groups) < recipe.workers and max(len(g) for g in groups) > 1:  # work for every worker
+        largest = max(groups, key=len)
+        groups.remove(largest)
+        groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+    return groups, eval_chunk
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
                  progress: bool = True, log: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Every (method, budget, seed) student, in `recipe.workers` processes (`log`: see `train_student`)."""
+    """Every (method, budget, seed) student, in groups trained as one batched model (`student_groups`),
+    the groups in `recipe.workers` processes (`log`: see `train_student`)."""
     jobs = student_jobs(recipe, trajectory)
     curve = trajectory.curve()
     for method, budget in {(m.display, b): (m, b) for m, b, _ in jobs}.values():  # refuse a bad schedule up front
@@ -445,18 +540,22 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
             make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
         except ValueError as e:
             raise RecipeError(f"students: method {method.display!r}: {e}") from None
+    groups, eval_chunk = student_groups(recipe, out, trajectory, phases, jobs)
     if recipe.workers == 1:
-        bar = tqdm(jobs, desc="students", disable=not progress)
-        return [train_student(recipe, out, trajectory, phases, m, b, seed, progress, log=log) for m, b, seed in bar]
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # avoid spin-waiting threads across processes
-    ctx = __import__("multiprocessing").get_context("spawn")
-    results: list[dict[str, Any]] = []
-    args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
-    with ProcessPoolExecutor(recipe.workers, mp_context=ctx, initializer=die_with_parent) as pool:
-        futures = [pool.submit(_student_job, *args, m.model_dump(), b, seed, tuple(log)) for m, b, seed in jobs]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
-            results.append(fut.result())
-    return results
+        bar = tqdm(groups, desc="students", disable=not progress)
+        for group in bar:
+            train_students(recipe, out, trajectory, phases, group, progress, eval_chunk=eval_chunk, log=log)
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # avoid spin-waiting threads across processes
+        ctx = __import__("multiprocessing").get_context("spawn")
+        args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
+        with ProcessPoolExecutor(recipe.workers, mp_context=ctx, initializer=die_with_parent) as pool:
+            futures = [pool.submit(_student_job, *args, [(m.model_dump(), b, seed) for m, b, seed in group], eval_chunk,
+                                   tuple(log))
+                       for group in groups]
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
+                fut.result()
+    return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
 
 
 def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int) -> dict[str, Any] | None:

@@ -5,7 +5,9 @@ teacher checkpoint c on it are too. Students that share a data stream (the metho
 seed, the (2, T) sweep) therefore need each (c, t) once: with a cache folder, outputs are computed in
 blocks of `block` steps, written atomically as `checkpoint-{c}/block-{k}.safetensors`, and read back by
 any later student. Each step is computed exactly as without the cache (one forward per batch), so a
-cached run gives bit-identical numbers. With tau == 0 only the teacher's argmax is stored.
+cached run gives bit-identical numbers. With tau == 0 only the teacher's argmax is stored. One object
+serves any number of checkpoints at a time (the students of one data stream trained together as a group
+may need several at the same step): it holds the current block of each.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ class TeacherOutputs:
         self.cache = Path(cache) if cache is not None else None
         self._model_step: int | None = None
         self._model: nn.Module | None = None
-        self._block_key: tuple[int, int] | None = None
-        self._block: list[torch.Tensor] = []
+        self._blocks: dict[int, tuple[int, list[torch.Tensor]]] = {}  # checkpoint -> (block index, outputs)
 
     def model(self, checkpoint: int) -> nn.Module:
         """The teacher checkpoint, loaded only when it changes."""
@@ -60,11 +61,13 @@ class TeacherOutputs:
             return None
         if self.cache is None:
             return self._compute(checkpoint, batch)
-        key = (checkpoint, step // self.block)
-        if key != self._block_key:
-            self._block = self._load_block(*key)
-            self._block_key = key
-        return self._block[step % self.block]
+        index = step // self.block
+        held = self._blocks.get(checkpoint)
+        if held is None or held[0] != index:
+            # blocks of earlier steps are not asked for again (steps only move forward)
+            self._blocks = {c: b for c, b in self._blocks.items() if b[0] >= index}
+            held = self._blocks[checkpoint] = (index, self._load_block(checkpoint, index))
+        return held[1][step % self.block]
 
     def get_range(self, checkpoint: int, start: int, stop: int, inputs: torch.Tensor) -> torch.Tensor:
         """Outputs of `checkpoint` at the steps [start, stop) of a batch-size-1 student, whose inputs are
@@ -77,12 +80,12 @@ class TeacherOutputs:
             return self._forward(checkpoint, inputs)
         parts = []
         for index in range(start // self.block, (stop - 1) // self.block + 1):
-            key = (checkpoint, index)
-            if key != self._block_key:
-                self._block = self._load_block(*key, batched=True)
-                self._block_key = key
+            held = self._blocks.get(checkpoint)
+            if held is None or held[0] != index:
+                self._blocks = {c: b for c, b in self._blocks.items() if b[0] >= index}
+                held = self._blocks[checkpoint] = (index, self._load_block(checkpoint, index, batched=True))
             first = index * self.block
-            parts += self._block[max(start, first) - first:min(stop, first + self.block) - first]
+            parts += held[1][max(start, first) - first:min(stop, first + self.block) - first]
         return torch.cat(parts)
 
     def _forward(self, checkpoint: int, inputs: torch.Tensor) -> torch.Tensor:

@@ -127,8 +127,9 @@ def next_boundary(step: int, cfg: TrainConfig, checkpoints: list[int], state_eve
     return min(nxt, checkpoints[i]) if i < len(checkpoints) else nxt
 
 
-def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    state = opt.state_dict()
+def _save_optimizer(path: Path, opt: torch.optim.Optimizer | dict[str, Any]) -> dict[str, Any]:
+    """Write an optimizer's tensors to `path` (safetensors); returns its other entries (JSON)."""
+    state = opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else opt
     tensors, scalars = {}, {}
     for pid, entries in state["state"].items():
         for key, value in entries.items():
@@ -140,9 +141,10 @@ def _save_optimizer(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
     return {"scalars": scalars, "param_groups": state["param_groups"]}
 
 
-def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]) -> None:
+def _read_optimizer(path: Path, info: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The optimizer state dict written by `_save_optimizer`."""
     state: dict[int, dict[str, Any]] = {}
-    for name, value in load_tensors(path).items():
+    for name, value in load_tensors(path, device).items():
         if name == "_empty":
             continue
         pid, key = name.split(".", 1)
@@ -150,7 +152,136 @@ def _load_optimizer(path: Path, opt: torch.optim.Optimizer, info: dict[str, Any]
     for name, value in info["scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+class Run:
+    """The files of one model's training in its folder `out`: the held-out curve, which teacher checkpoint
+    supervised each step, the resumable state, the checkpoints, and the final files. `train` and the
+    batched group loop (`group.train_group`) keep every model's folder through this class, so a model's
+    files are the same whichever loop trained it."""
+
+    def __init__(self, out: str | Path, task: Task, cfg: TrainConfig, meta: dict[str, Any],
+                 schedule: TeacherSchedule | None = None, desc: str = "train", log: Sequence[str] = (),
+                 device: str | torch.device = "cpu") -> None:
+        self.out, self.task, self.cfg, self.meta = Path(out), task, cfg, meta
+        self.log, self.loggers = tuple(log), []
+        self.losses = TrainingLosses(torch.device(device))  # since the last evaluation, for metrics.jsonl
+        self.schedule = schedule or TeacherSchedule(None)
+        self.desc = desc
+        self.state_dir = self.out / "state"
+        self.ckpt_steps = checkpoint_steps(cfg)
+        self.state_every = cfg.state_every or cfg.eval_every
+        self.record: dict[str, Any] = {"curve": [], "supervision": []}
+
+    def resume(self, device: str | torch.device = "cpu") -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The saved state (step, model tensors, optimizer state dict), restoring the schedule and the
+        record; None if there is none. Raises CheckpointError for unreadable files."""
+        if not (self.state_dir / "state.json").is_file():
+            return None
+        saved = read_json(self.state_dir / "state.json")
+        files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
+        model = load_tensors(self.state_dir / files["model"], device)
+        optimizer = _read_optimizer(self.state_dir / files["optimizer"], saved["optimizer"], device)
+        if "rng" in files:  # dropout and any other draw from the global generators continue where they were
+            _set_rng_state(load_tensors(self.state_dir / files["rng"]))
+        self.schedule.load_state_dict(saved["schedule"])
+        self.record = saved["record"]
+        if "losses" in saved:
+            self.losses.load_state_dict(saved["losses"])
+        return saved["step"], model, optimizer
+
+    def open_loggers(self, start: int) -> None:
+        """Open metrics.jsonl (lines past `start` dropped) and the `log` backends."""
+        self.loggers = open_loggers(self.out, self.log, start, self.desc)
+
+    def close(self) -> None:
+        """Close the metric loggers."""
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
+
+    def lr(self, step: int) -> float:
+        """The learning rate of `step`."""
+        if self.cfg.optim.schedule != "constant" or self.cfg.optim.warmup:
+            return lr_at(step, self.cfg.steps, self.cfg.optim)
+        return self.cfg.optim.lr
+
+    def supervise(self, step: int) -> int | None:
+        """The teacher checkpoint of `step` (None: no teacher), recorded in the supervision segments."""
+        ckpt = self.schedule.checkpoint(step)
+        segments = self.record["supervision"]
+        if not segments or segments[-1]["checkpoint"] != ckpt:
+            segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
+        else:
+            segments[-1]["end"] = step + 1
+        return ckpt
+
+    def needs_eval(self, done: int) -> bool:
+        """Whether the model is evaluated after `done` steps."""
+        return done % self.cfg.eval_every == 0 or done == self.cfg.steps or done in self.ckpt_steps
+
+    def add_eval(self, step: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """Record held-out `metrics` after `step` steps (and show them to the schedule); a non-finite loss
+        raises DivergenceError."""
+        point = {"step": step, "samples": step * self.task.samples_per_step(self.cfg.batch_size), **metrics}
+        if not math.isfinite(point["loss"]):
+            raise DivergenceError(f"{self.desc}: held-out loss is {point['loss']} at step {step}: training diverged "
+                                  "(lower optim.lr, or set optim.grad_clip)")
+        point["teacher"] = self.schedule.checkpoint(max(step - 1, 0))
+        self.record["curve"].append(point)
+        self.schedule.observe(step, point)
+        line = {"samples": point["samples"], **self.losses.means(), "teacher/checkpoint_step": point["teacher"],
+                "eval/loss": point["loss"], "eval/accuracy": point["accuracy"], "lr": self.lr(max(step - 1, 0))}
+        for logger in self.loggers:
+            logger.log_dict(step, line)
+        return point
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Evaluate `model` on the task's held-out set and record it (`add_eval`)."""
+        device = next(model.parameters()).device
+        with autocast(device, self.cfg.precision):
+            metrics = self.task.evaluate(model)
+        return self.add_eval(step, metrics)
+
+    def save_state(self, step: int, model_state: dict[str, torch.Tensor],
+                   optimizer: torch.optim.Optimizer | dict[str, Any]) -> None:
+        """Save a resumable state after `step` steps."""
+        # Weights go to files named by step; state.json, written last, commits them. A kill between the
+        # writes leaves the previous state.json pointing at the previous, complete files.
+        state_dir = self.state_dir
+        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors",
+                 "rng": f"rng-{step}.safetensors"}
+        save_tensors(state_dir / files["model"], model_state)
+        info = _save_optimizer(state_dir / files["optimizer"], optimizer)
+        save_tensors(state_dir / files["rng"], _rng_state())
+        write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
+                                              "schedule": self.schedule.state_dict(), "record": self.record,
+                                              "losses": self.losses.state_dict()})
+        for stale in state_dir.glob("*.safetensors"):
+            if stale.name not in files.values():
+                stale.unlink()
+
+    def save_checkpoint(self, step: int, model: nn.Module, point: dict[str, Any] | None) -> None:
+        """Write checkpoint-{step} (evaluating the model first unless `point` holds its metrics)."""
+        if point is None:
+            with autocast(next(model.parameters()).device, self.cfg.precision):
+                point = {"step": step, **self.task.evaluate(model)}
+        save_checkpoint(self.out / f"checkpoint-{step}", model, {
+            **self.meta, "step": step, "samples": step * self.task.samples_per_step(self.cfg.batch_size),
+            "eval": {"loss": point["loss"], "accuracy": point["accuracy"]},
+        })
+
+    def finish(self, model: nn.Module) -> dict[str, Any]:
+        """Write curve.json, supervision.json and the final checkpoint, drop the state; returns the record."""
+        self.close()
+        write_json(self.out / "supervision.json", self.record["supervision"])
+        if self.cfg.save_final and self.cfg.steps not in self.ckpt_steps:
+            self.save_checkpoint(self.cfg.steps, model, self.record["curve"][-1])
+        write_json(self.out / "curve.json", self.record["curve"])  # last: a folder with curve.json holds a finished run
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        return self.record
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -203,102 +334,39 @@ def train(
     elif cfg.checkpoint_every:
         raise ValueError(f"{desc}: meta needs a 'model' entry (the architecture, e.g. {{'type': 'package.module:Class', "
                          "**keywords}}) so that its checkpoints can be rebuilt")
-    schedule = schedule or TeacherSchedule(None)
     device = next(model.parameters()).device
+    run = Run(out, task, cfg, meta, schedule, desc, log=log, device=device)
+    schedule = run.schedule
     opt = make_optimizer(model, cfg.optim)
-    ckpt_steps = checkpoint_steps(cfg)
-    state_every = cfg.state_every or cfg.eval_every
     teachers = TeacherOutputs(teacher, task, cfg.batch_size, device, labels_only=cfg.kd.tau == 0,
                               cache=teacher_cache, precision=cfg.precision)
 
-    record: dict[str, Any] = {"curve": [], "supervision": []}
-    losses = TrainingLosses(device)  # since the last evaluation, for metrics.jsonl
     start = 0
-    state_dir = out / "state"
-    if (state_dir / "state.json").is_file():
-        saved = read_json(state_dir / "state.json")
-        files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
-        model.load_state_dict(load_tensors(state_dir / files["model"], device))
-        _load_optimizer(state_dir / files["optimizer"], opt, saved["optimizer"])
-        if "rng" in files:  # dropout and any other draw from the global generators continue where they were
-            _set_rng_state(load_tensors(state_dir / files["rng"]))
-        schedule.load_state_dict(saved["schedule"])
-        record, start = saved["record"], saved["step"]
-        if "losses" in saved:
-            losses.load_state_dict(saved["losses"])
-    loggers = open_loggers(out, log, start, desc)  # metrics.jsonl (lines past `start` dropped) and --log backends
-
-    def lr_of(step: int) -> float:
-        if cfg.optim.schedule != "constant" or cfg.optim.warmup:
-            return lr_at(step, cfg.steps, cfg.optim)
-        return cfg.optim.lr
-
-    def evaluate(step: int) -> dict[str, Any]:
-        with autocast(device, cfg.precision):
-            metrics = task.evaluate(model)
-        point = {"step": step, "samples": step * task.samples_per_step(cfg.batch_size), **metrics}
-        if not math.isfinite(point["loss"]):
-            raise DivergenceError(f"{desc}: held-out loss is {point['loss']} at step {step}: training diverged "
-                                  "(lower optim.lr, or set optim.grad_clip)")
-        point["teacher"] = schedule.checkpoint(max(step - 1, 0))
-        record["curve"].append(point)
-        schedule.observe(step, point)
-        log_metrics(point)
-        return point
-
-    def log_metrics(point: dict[str, Any]) -> None:
-        line = {"samples": point["samples"], **losses.means(), "teacher/checkpoint_step": point["teacher"],
-                "eval/loss": point["loss"], "eval/accuracy": point["accuracy"], "lr": lr_of(max(point["step"] - 1, 0))}
-        for logger in loggers:
-            logger.log_dict(point["step"], line)
-
-    def save_state(step: int) -> None:
-        # Weights go to files named by step; state.json, written last, commits them. A kill between the
-        # writes leaves the previous state.json pointing at the previous, complete files.
-        files = {"model": f"model-{step}.safetensors", "optimizer": f"optimizer-{step}.safetensors",
-                 "rng": f"rng-{step}.safetensors"}
-        save_tensors(state_dir / files["model"], model.state_dict())
-        info = _save_optimizer(state_dir / files["optimizer"], opt)
-        save_tensors(state_dir / files["rng"], _rng_state())
-        write_json(state_dir / "state.json", {"step": step, "files": files, "optimizer": info,
-                                              "schedule": schedule.state_dict(), "record": record,
-                                              "losses": losses.state_dict()})
-        for stale in state_dir.glob("*.safetensors"):
-            if stale.name not in files.values():
-                stale.unlink()
-
-    def save_ckpt(step: int, point: dict[str, Any] | None) -> None:
-        if point is None:
-            with autocast(device, cfg.precision):
-                point = {"step": step, **task.evaluate(model)}
-        save_checkpoint(out / f"checkpoint-{step}", model, {
-            **meta, "step": step, "samples": step * task.samples_per_step(cfg.batch_size),
-            "eval": {"loss": point["loss"], "accuracy": point["accuracy"]},
-        })
+    saved = run.resume(device)
+    if saved is not None:
+        start, weights, optimizer = saved
+        model.load_state_dict(weights)
+        opt.load_state_dict(optimizer)
+    run.open_loggers(start)
 
     if start == 0:
-        point = evaluate(0)
-        if 0 in ckpt_steps:
-            save_ckpt(0, point)
+        point = run.evaluate(model, 0)
+        if 0 in run.ckpt_steps:
+            run.save_checkpoint(0, model, point)
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress, leave=False, mininterval=1.0)
     model.train()
     # The batch-1 path (batch1.py) runs the steps up to the next evaluation / checkpoint / state step at once.
     fast = make_batch1_path(model, task, cfg, lambda s: lr_at(s, cfg.steps, cfg.optim), teachers, start) \
         if start < cfg.steps else None
-    boundaries = sorted(ckpt_steps)
+    boundaries = sorted(run.ckpt_steps)
     step = start
     while step < cfg.steps:
         if fast is not None:
-            done = fast.run(step, next_boundary(step, cfg, boundaries, state_every), task, schedule,
-                            record["supervision"])
+            done = fast.run(step, next_boundary(step, cfg, boundaries, run.state_every), task, schedule,
+                            run.record["supervision"])
         else:
             done = step + 1
-            ckpt = schedule.checkpoint(step)
-            segments = record["supervision"]
-            if not segments or segments[-1]["checkpoint"] != ckpt:
-                segments.append({"start": step, "end": step + 1, "checkpoint": ckpt})
-            else:
-                segments[-1]["end"] = step + 1
+            ckpt = run.supervise(step)
             if cfg.optim.schedule != "constant" or cfg.optim.warmup:
                 lr = lr_at(step, cfg.steps, cfg.optim)
                 for group in opt.param_groups:
@@ -309,35 +377,26 @@ def train(
             teacher_logits = teachers.get(ckpt, step, batch)
             loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                           cfg.kd.scale_tau2)
-            losses.add(loss, kd)
+            run.losses.add(loss, kd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
         point = None
-        if done % cfg.eval_every == 0 or done == cfg.steps or done in ckpt_steps:
-            point = evaluate(done)
+        if run.needs_eval(done):
+            point = run.evaluate(model, done)
             bar.set_postfix(loss=f"{point['loss']:.3f}", acc=f"{point['accuracy']:.3f}", refresh=False)
-        if done in ckpt_steps:
-            save_ckpt(done, point)
+        if done in run.ckpt_steps:
+            run.save_checkpoint(done, model, point)
         bar.update(done - step)
         if stop_at is not None and done >= stop_at and done < cfg.steps:
-            save_state(done)
+            run.save_state(done, model.state_dict(), opt)
             bar.close()
-            for logger in loggers:
-                logger.close()
-            return record
-        if done % state_every == 0 and done < cfg.steps:
-            save_state(done)
+            run.close()
+            return run.record
+        if done % run.state_every == 0 and done < cfg.steps:
+            run.save_state(done, model.state_dict(), opt)
         step = done
     bar.close()
-    for logger in loggers:
-        logger.close()
-    write_json(out / "supervision.json", record["supervision"])
-    if cfg.save_final and cfg.steps not in ckpt_steps:
-        save_ckpt(cfg.steps, record["curve"][-1])
-    write_json(out / "curve.json", record["curve"])  # last: a folder with curve.json holds a finished run
-    if state_dir.exists():
-        shutil.rmtree(state_dir)
-    return record
+    return run.finish(model)
