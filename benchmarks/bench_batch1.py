@@ -2,12 +2,14 @@
 
     python benchmarks/bench_batch1.py [--widths 1000 50000] [--rounds 5] [--seconds 1.0] [--threads 1]
     python benchmarks/bench_batch1.py --sweep --widths 1000 50000    # chunk T x block B of the batch-1 path
+    python benchmarks/bench_batch1.py --device cuda                   # on a GPU (torch ops; no Numba there)
 
 Sparse parity d=100, k=6 (SPEC §3), a one-hidden-layer MLP (PyTorch default init), 2-class softmax
-cross-entropy, SGD lr 0.005, batch size 1, on the CPU. Variants, each training its own copy of one model
+cross-entropy, SGD lr 0.005, batch size 1, on the CPU (or `--device cuda`). Variants, each training its own copy of one model
 on the same examples:
 - paper: a per-sample `Dataset` + `DataLoader` at batch size 1, a new `nn.CrossEntropyLoss` module per
-  step, `optimizer.zero_grad()` / `loss.backward()` / `optimizer.step()` (the shape of the paper's code);
+  step, `optimizer.zero_grad()` / `loss.backward()` / `optimizer.step()` (the shape of the paper's code;
+  on a GPU each example is moved to the device as it is served);
 - plain: examples pre-generated as tensors, one `model(x)`, `F.cross_entropy`, backward, step;
 - batch1: `progdistill.batch1.Batch1Path` (Numba kernel; drawing its examples from the task itself);
 - batch1-torch: the same path with torch ops instead of the Numba kernel (its fallback and GPU variant).
@@ -50,9 +52,17 @@ class ParityDataset(Dataset):
         return self.x[i], self.y[i]
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def model(width: int) -> MLP:
     torch.manual_seed(0)
-    return MLP(D, 2, width)
+    return MLP(D, 2, width).to(DEVICE)
 
 
 class Paper:
@@ -69,6 +79,7 @@ class Paper:
             except StopIteration:
                 self.it = iter(self.loader)
                 xb, yb = next(self.it)
+            xb, yb = xb.to(DEVICE), yb.to(DEVICE)
             loss_fn = nn.CrossEntropyLoss()
             loss = loss_fn(self.model(xb), yb)
             self.opt.zero_grad()
@@ -116,8 +127,10 @@ def check(task: ParityTask, width: int, backend: str) -> float:
 
 def timed(variant, steps: int) -> tuple[float, float]:
     """(samples per wall-clock second, samples per CPU second of this process)."""
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
     variant.run(steps)
+    sync()
     return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
 
 
@@ -125,8 +138,10 @@ def calibrate(variant, seconds: float, multiple: int) -> int:
     """Steps (a multiple of `multiple`) that take about `seconds`."""
     steps = multiple
     while True:
+        sync()
         start = time.perf_counter()
         variant.run(steps)
+        sync()
         took = time.perf_counter() - start
         if took > seconds / 4:
             return max(multiple, int(steps * seconds / took) // multiple * multiple)
@@ -153,13 +168,18 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="compare chunk sizes T and blocks B instead")
     parser.add_argument("--chunks", type=int, nargs="+", default=[32, 64, 128, 256, 512], help="T (--sweep)")
     parser.add_argument("--blocks", type=int, nargs="+", default=[8, 16, 32, 64], help="B (--sweep)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    backend = "numba" if batch1_kernels.NUMBA else "torch"
-    print(f"torch {torch.__version__}, {args.threads} thread(s), numba: {batch1_kernels.NUMBA}; parity d={D} k={K}, "
-          f"SGD lr {LR}, batch 1; median of {args.rounds} interleaved rounds of ~{args.seconds} s each")
-    task = ParityTask(d=D, k=K, eval_size=64, data_seed=1)
+    backend = "numba" if batch1_kernels.NUMBA and DEVICE.type == "cpu" else "torch"
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__} on {where}, {args.threads} thread(s), batch-1 backend {backend}; parity d={D} "
+          f"k={K}, SGD lr {LR}, batch 1; median of {args.rounds} interleaved rounds of ~{args.seconds} s each")
+    task = ParityTask(d=D, k=K, eval_size=64, data_seed=1, device=str(DEVICE))
     data = task.train_examples(0, 1 << 16)
+    paper_data = (data.inputs.cpu(), data.targets.cpu())  # served per sample from host memory, as a Dataset does
     for width in args.widths:
         if args.sweep:
             sizes = [(t, b) for t in args.chunks for b in args.blocks if b <= t]
@@ -172,7 +192,7 @@ def main() -> None:
                       f"({cpu / best[1]:4.2f})")
             continue
         diff = check(task, width, backend)
-        variants = {"paper": Paper(width, data.inputs, data.targets), "plain": Plain(width, data.inputs, data.targets),
+        variants = {"paper": Paper(width, *paper_data), "plain": Plain(width, data.inputs, data.targets),
                     "batch1": Fast(width, task, backend)}
         if backend == "numba":
             variants["batch1-torch"] = Fast(width, task, "torch")
