@@ -1,5 +1,7 @@
 """The batch-1 path (batch1.py): same training as the generic loop, used automatically where it applies."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,13 +76,14 @@ def test_batch1_path_trains_like_the_generic_loop(tmp_path, teacher, backend, ca
         schedule = make_schedule(method, teacher.steps, None) if method else None
         record = train(model, task, cfg, tmp_path / choice, {"model": ARCH}, schedule, teacher if method else None,
                        progress=False)
-        return model, record
+        lines = [json.loads(x) for x in (tmp_path / choice / "metrics.jsonl").read_text().splitlines()]
+        return model, record, lines
 
     if case not in generic_runs:
         generic_runs[case] = run("off")
-    generic, generic_record = generic_runs[case]
+    generic, generic_record, generic_lines = generic_runs[case]
     chunks = chunks_counted(monkeypatch)
-    fast, fast_record = run(backend)
+    fast, fast_record, fast_lines = run(backend)
     assert chunks == [0, 80, 160]  # chunks end at the evaluation steps (T is 128)
     for a, b in zip(generic.parameters(), fast.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
@@ -90,6 +93,14 @@ def test_batch1_path_trains_like_the_generic_loop(tmp_path, teacher, backend, ca
         [p["accuracy"] for p in generic_record["curve"]], abs=1 / 256)
     if method:
         assert len({s["checkpoint"] for s in fast_record["supervision"]}) > 1
+    # metrics.jsonl: the training loss and KD term of each interval, as the generic loop logs them
+    assert [x["step"] for x in fast_lines] == [x["step"] for x in generic_lines]
+    for f, g in zip(fast_lines, generic_lines):
+        for key in ("train/loss", "train/kd_loss"):
+            assert (f[key] is None) == (g[key] is None), key
+            if g[key] is not None:
+                assert f[key] == pytest.approx(g[key], rel=1e-4, abs=1e-6), key
+    assert fast_lines[-1]["train/loss"] is not None and (method is None) == (fast_lines[-1]["train/kd_loss"] is None)
 
 
 def test_batch1_path_is_automatic_and_can_be_turned_off(tmp_path, monkeypatch):

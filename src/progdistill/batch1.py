@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import batch1_kernels
+from .losses import distillation_terms
 from .models.mlp import MLP
 from .schedule import TeacherSchedule
 from .tasks.base import IGNORE, Task
@@ -134,13 +135,17 @@ class Batch1Path:
         self.device = self.W1.device
         self._Z = torch.empty(self.chunk, width, device=self.device)
         self._G = torch.empty(self.chunk, width, device=self.device)
+        self._O = torch.empty(self.chunk, self.classes, device=self.device)
+        self.losses: Any = None  # a metric_logging.TrainingLosses, given by `run`
 
     @torch.no_grad()
     def run(self, start: int, stop: int, task: Task, schedule: TeacherSchedule | None = None,
-            supervision: list[dict[str, Any]] | None = None) -> int:
+            supervision: list[dict[str, Any]] | None = None, losses: Any = None) -> int:
         """Train steps [start, stop) on `task.train_examples`, in chunks of at most T steps starting at
-        `start`; appends to `supervision` as the generic loop does. Returns `stop`."""
+        `start`; appends to `supervision` as the generic loop does, and each step's training loss and KD
+        term to `losses` (a `metric_logging.TrainingLosses`) if given. Returns `stop`."""
         schedule = schedule or TeacherSchedule(None)
+        self.losses = losses
         for a in range(start, stop, self.chunk):
             b = min(a + self.chunk, stop)
             ckpts = [schedule.checkpoint(s) for s in range(a, b)]
@@ -151,6 +156,7 @@ class Batch1Path:
 
     def _targets(self, a: int, b: int, x: torch.Tensor, y: torch.Tensor,
                  ckpts: list[int | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._segments: list[tuple[int, int, torch.Tensor | None]] = []  # (i, j, teacher outputs) for the losses
         """(R [T, C], c_hard [T], c_soft [T]): the gradient of step t's loss w.r.t. its logits o is
         c_hard[t]·softmax(o) + c_soft[t]·softmax(o/tau) - R[t] (alpha·CE + (1-alpha)·KD, SPEC §2)."""
         n, C = b - a, self.classes
@@ -167,9 +173,11 @@ class Batch1Path:
             ckpt = ckpts[i]
             if ckpt is None or alpha >= 1:
                 ce[i:j] = 1.0
+                self._segments.append((i, j, None))
             else:
                 assert self.teachers is not None, "a teacher schedule needs the teacher's outputs"
                 out = self.teachers.get_range(ckpt, a + i, a + j, x[i:j])
+                self._segments.append((i, j, out))
                 kd = 1 - alpha
                 if self.tau == 0:
                     R[i:j].scatter_add_(1, out.view(-1, 1).long(), torch.full((j - i, 1), kd, device=self.device))
@@ -202,6 +210,7 @@ class Batch1Path:
             M *= np.tril(A[:n, None] / A[None, 1:n + 1], -1)
         M32 = torch.from_numpy(M.astype(np.float32)).to(self.device)
         lrs32, decay32 = lrs.astype(np.float32), decay.astype(np.float32)
+        O = self._O[:n]
         for r0 in range(0, n, self.block):
             r1 = min(r0 + self.block, n)
             if r0:
@@ -209,9 +218,11 @@ class Batch1Path:
             if self.backend == "numba":
                 batch1_kernels.steps(Z.numpy(), M32.numpy(), lrs32, decay32, self.W2.detach().numpy(),
                                      self.b2.detach().numpy(), R.numpy(), c_hard.numpy(), c_soft.numpy(),
-                                     np.float32(self.tau or 1.0), G.numpy(), r0, r1)
+                                     np.float32(self.tau or 1.0), G.numpy(), r0, r1, O.numpy())
             else:
-                self._torch_steps(Z, M32, lrs32, decay32, R, c_hard, c_soft, G, r0, r1)
+                self._torch_steps(Z, M32, lrs32, decay32, R, c_hard, c_soft, G, r0, r1, O)
+        if self.losses is not None:
+            self._add_losses(O, y)
         coef = lrs * A[n] / A[1:n + 1]  # step s's update as it stands at the end of the chunk
         if wd:
             self.W1.mul_(float(A[n]))
@@ -220,8 +231,16 @@ class Batch1Path:
         self.W1.addmm_(G.t(), scaled, alpha=-1)
         self.b1.addmv_(G.t(), torch.from_numpy(coef.astype(np.float32)).to(self.device), alpha=-1)
 
+    def _add_losses(self, O: torch.Tensor, y: torch.Tensor) -> None:
+        """Each step's loss (its logits O [n, C] before its update, label y [n]) as the generic loop computes
+        it (`losses.distillation_terms` at batch size 1), summed per segment of one teacher checkpoint."""
+        for i, j, out in self._segments:
+            loss, kd = distillation_terms(O[i:j], y[i:j], out, self.alpha, self.tau, "forward", self.scale_tau2)
+            self.losses.add_steps(loss * (j - i), None if kd is None else kd * (j - i), j - i)
+
     def _torch_steps(self, Z: torch.Tensor, M: torch.Tensor, lrs: np.ndarray, decay: np.ndarray, R: torch.Tensor,
-                     c_hard: torch.Tensor, c_soft: torch.Tensor, G: torch.Tensor, r0: int, r1: int) -> None:
+                     c_hard: torch.Tensor, c_soft: torch.Tensor, G: torch.Tensor, r0: int, r1: int,
+                     O: torch.Tensor) -> None:
         """`batch1_kernels.steps` in torch ops (any device): one step at a time."""
         W2, b2 = self.W2, self.b2
         for t in range(r0, r1):
@@ -230,6 +249,7 @@ class Batch1Path:
                 z.addmv_(G[r0:t].t(), M[t, r0:t], alpha=-1)
             hidden = torch.relu(z)
             o = torch.addmv(b2, W2, hidden)
+            O[t] = o
             e = -R[t]
             if c_hard[t]:
                 e.add_(torch.softmax(o, 0), alpha=float(c_hard[t]))

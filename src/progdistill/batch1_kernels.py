@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     NUMBA = False
 
 
-def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # pragma: no cover (compiled)
+def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1, O):  # pragma: no cover (compiled)
     """Steps r0..r1-1 of a chunk of T steps of a width-h MLP with C classes (all arrays float32, C-contiguous).
 
     Z [T, h]: pre-activations; on entry row t holds the chunk's starting weights applied to x_t (times the
@@ -30,7 +30,8 @@ def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # prag
     W2 [C, h], b2 [C]: the second layer, updated in place by SGD. The gradient of the loss w.r.t. the
     logits o is c_hard[t] * softmax(o) + c_soft[t] * softmax(o / tau) - R[t] (R [T, C], c_hard, c_soft [T]:
     the targets and loss weights, see `Batch1Path._targets`). G [T, h]: out, row t = the gradient of step
-    t's loss w.r.t. its pre-activations.
+    t's loss w.r.t. its pre-activations. O [T, C]: out, row t = step t's logits (before its update), from
+    which the caller computes the training loss.
     """
     h = Z.shape[1]
     C = W2.shape[0]
@@ -58,6 +59,7 @@ def _steps(Z, M, lrs, decay, W2, b2, R, c_hard, c_soft, tau, G, r0, r1):  # prag
                     acc += w[j] * max(zt[j], zero)
                 o[k] += acc
         for k in range(C):
+            O[t, k] = o[k]
             e[k] = -R[t, k]
         if c_hard[t] != 0:
             top = o.max()

@@ -46,6 +46,14 @@ class TrainingLosses:
             self.kd_sum += kd.detach()
             self.kd_steps += 1
 
+    def add_steps(self, loss_sum: torch.Tensor, kd_sum: torch.Tensor | None, steps: int) -> None:
+        """`steps` training steps at once: the sums of their objectives and KD terms (None without a teacher)."""
+        self.loss_sum += loss_sum.detach()
+        self.steps += steps
+        if kd_sum is not None:
+            self.kd_sum += kd_sum.detach()
+            self.kd_steps += steps
+
     def means(self) -> dict[str, float | None]:
         """{'train/loss', 'train/kd_loss'} over the steps since the last call (None where there were none);
         starts a new interval."""

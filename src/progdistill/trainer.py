@@ -363,7 +363,7 @@ def train(
     while step < cfg.steps:
         if fast is not None:
             done = fast.run(step, next_boundary(step, cfg, boundaries, run.state_every), task, schedule,
-                            run.record["supervision"])
+                            run.record["supervision"], run.losses)
         else:
             done = step + 1
             ckpt = run.supervise(step)
