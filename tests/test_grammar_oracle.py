@@ -1,6 +1,5 @@
 """The Bayes-optimal masked LM against brute force over every sentence and corruption."""
 
-import itertools
 
 import numpy as np
 import pytest

@@ -146,7 +146,7 @@ def hub_sources(entries: list[str], steps: dict[str, int] | None) -> list[Source
         name = f"{repo}@{revision}"
         try:
             folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError) as e:
+        except (LocalEntryNotFoundError, OSError, ValueError):
             raise TrajectoryError(f"teacher.path {name}: not in the local Hugging Face cache {cache}; "
                                   f"progdistill never downloads: fetch it first (hf download {repo} --revision "
                                   f"{revision}) or point HF_HUB_CACHE at the cache that has it") from None

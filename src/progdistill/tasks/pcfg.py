@@ -33,6 +33,7 @@ from ..grammar import (
     truncate_grammar,
 )
 from .base import IGNORE, Batch, Task, seeded_generator
+from .masking import bert_mask
 
 _STREAM, _MASK, _HELDOUT, _HELDOUT_MASK, _PROBE = 1, 2, 3, 4, 5  # seed purposes
 _CHUNK_TOKENS = 1 << 21  # training tokens drawn per chunk ...
@@ -226,21 +227,11 @@ class PCFGMLMTask(_GrammarTask):
         return (self._inputs(self._sample(self.chunk_size, self._chunk_seed(chunk), trees=False)),)
 
     def _masked(self, inputs: torch.Tensor, gen: torch.Generator) -> Batch:
-        """Mask clean rows [B, T] (trimmed to their longest sentence) with draws from `gen`."""
+        """Mask clean rows [B, T] (trimmed to their longest sentence) with draws from `gen`: terminals only."""
         inputs = inputs[:, :self._width(inputs)]
-        shape, device = inputs.shape, inputs.device
-        terminal = (inputs != self.pad_id) & (torch.arange(shape[1], device=device) >= 1)
-        u = torch.rand(shape, generator=gen, device=device)
-        chosen = terminal & (u < self.mask_prob)
-        lowest = u.masked_fill(~terminal, 2.0).view(-1).argmin()  # fallback: the terminal of lowest u
-        fallback = torch.zeros_like(chosen).view(-1).index_fill(0, lowest.view(1), True).view(shape)
-        chosen |= fallback & ~chosen.any()
-        action = torch.rand(shape, generator=gen, device=device)
-        noise = torch.randint(0, self.num_terminals, shape, generator=gen, device=device)
-        out = torch.where(chosen & (action < self.mask_token_prob), self.mask_id, inputs)
-        replace = chosen & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
-        out = torch.where(replace, noise, out)
-        return Batch(out, torch.where(chosen, inputs, IGNORE))
+        terminal = (inputs != self.pad_id) & (torch.arange(inputs.shape[1], device=inputs.device) >= 1)
+        return bert_mask(inputs, terminal, gen, self.mask_prob, self.mask_token_prob, self.random_token_prob,
+                         self.mask_id, 0, self.num_terminals)
 
     def mask(self, inputs: torch.Tensor, step: int) -> Batch:
         """The training mask of `step` applied to clean [BOS] + terminals + PAD rows."""

@@ -30,7 +30,8 @@ import torch
 from ..text.corpus import Corpus, CorpusError, document_hash, read_corpus
 from ..text.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, encode, load_tokenizer,
                               tokenizer_digest, train_wordpiece)
-from .base import IGNORE, Batch, Task, seeded_generator
+from .base import Batch, Task, seeded_generator
+from .masking import bert_mask
 
 _STREAM, _MASK, _HELDOUT_MASK, _SPLIT = 1, 2, 4, 6  # seed purposes
 _EVAL_BATCH = 256
@@ -160,20 +161,9 @@ class TextMLMTask(Task):
         return self.train_sequences[index.to(self.device)]
 
     def _masked(self, inputs: torch.Tensor, gen: torch.Generator) -> Batch:
-        """BERT-mask clean rows [B, T] with draws from `gen` (module docstring)."""
-        shape, device = inputs.shape, inputs.device
-        ordinary = inputs >= _FIRST
-        u = torch.rand(shape, generator=gen, device=device)
-        chosen = ordinary & (u < self.mask_prob)
-        lowest = u.masked_fill(~ordinary, 2.0).view(-1).argmin()  # fallback: the ordinary token of lowest u
-        fallback = torch.zeros_like(chosen).view(-1).index_fill(0, lowest.view(1), True).view(shape)
-        chosen |= fallback & ~chosen.any() & ordinary.any()
-        action = torch.rand(shape, generator=gen, device=device)
-        noise = torch.randint(_FIRST, self.vocab_size, shape, generator=gen, device=device)
-        out = torch.where(chosen & (action < self.mask_token_prob), MASK_ID, inputs)
-        replace = chosen & (action >= self.mask_token_prob) & (action < self.mask_token_prob + self.random_token_prob)
-        out = torch.where(replace, noise, out)
-        return Batch(out, torch.where(chosen, inputs, IGNORE))
+        """BERT-mask clean rows [B, T] with draws from `gen` (module docstring): ordinary tokens only."""
+        return bert_mask(inputs, inputs >= _FIRST, gen, self.mask_prob, self.mask_token_prob, self.random_token_prob,
+                         MASK_ID, _FIRST, self.vocab_size)
 
     def mask(self, inputs: torch.Tensor, step: int) -> Batch:
         """The training mask of `step` applied to clean sequences."""
