@@ -25,13 +25,26 @@ def _out(args, recipe) -> Path:
     return Path(args.out) if args.out else Path("runs") / recipe.name
 
 
+def _executor(args, recipe):
+    """The executor of `--executor`, `--jobs` (default: the recipe's `workers`), `--ray-address`; checked
+    before any file is written, started only when the jobs run."""
+    from .executors import make_executor
+
+    jobs = args.jobs if args.jobs is not None else (None if args.executor == "ray" else recipe.workers)
+    return make_executor(args.executor, jobs, args.ray_address)
+
+
 def cmd_run(args) -> None:
     from .layout import samples_to_target_text
     from .pipeline import run_experiment
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
-    summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log)
+    executor = _executor(args, recipe)
+    try:
+        summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log, executor=executor)
+    finally:
+        executor.close()
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
@@ -114,8 +127,12 @@ def cmd_probe(args) -> None:
 def cmd_distill(args) -> None:
     from .experiment import run_students
 
-    recipe, out, trajectory, phases = _teacher_stage(args)
-    run_students(recipe, out, trajectory, phases, not args.quiet, args.log)
+    executor = _executor(args, load_recipe(args.recipe, args.overrides))
+    try:
+        recipe, out, trajectory, phases = _teacher_stage(args)
+        run_students(recipe, out, trajectory, phases, not args.quiet, args.log, executor)
+    finally:
+        executor.close()
     print(f"students: {out / 'students'}")
 
 
@@ -205,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
                            help="also send the live metrics (written to every model's metrics.jsonl) to TensorBoard "
                                 "or Weights & Biases in offline mode; repeatable; needs the extra of that name")
+        if name in ("run", "distill"):
+            p.add_argument("--executor", default="local", metavar="NAME",
+                           help="where the student group jobs run: local (this process, or --jobs processes) or "
+                                "ray (needs the ray extra; a local Ray instance unless --ray-address); see "
+                                "docs/executors.md")
+            p.add_argument("--jobs", type=_positive, metavar="N",
+                           help="student group jobs at once (default: the recipe's workers; on Ray, the cluster's "
+                                "CPUs); each gets threads/N torch threads")
+            p.add_argument("--ray-address", metavar="ADDR",
+                           help="the Ray cluster to use (ray.init(address=ADDR), e.g. auto or ray://head:10001)")
         p.set_defaults(fn=fn)
         return p
 
