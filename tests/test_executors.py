@@ -29,7 +29,7 @@ SMALL = textwrap.dedent("""
       optim: {lr: 0.1}
       eval_every: 25
       seeds: [0, 1]
-      methods: [ce, progressive, auto]
+      methods: [ce, auto]
     report: {target: 0.9}
 """)
 
@@ -91,7 +91,7 @@ def test_every_executor_gives_the_same_summary(tmp_path):
     default = tmp_path / "default"
     assert main(["run", str(recipe), "--out", str(default), "--quiet"]) == 0
     expected = _methods(default)
-    assert len(json.loads(expected)) == 3
+    assert len(json.loads(expected)) == 2
 
     processes = tmp_path / "jobs"
     _students_only(default, processes)

@@ -111,6 +111,22 @@ def _teacher_stage(args):
 
 
 def cmd_teacher(args) -> None:
+    from . import distributed
+
+    if distributed.is_distributed():  # under torchrun: every rank trains, rank 0 writes (distributed.py)
+        from .experiment import prepare_run, teacher_phases, train_teacher
+        from .metric_logging import require_backends
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        if recipe.teacher.path:
+            raise RecipeError("teacher.path: torchrun trains a teacher; this recipe reads one from teacher.path")
+        require_backends(args.log)
+        out = prepare_run(recipe, _out(args, recipe))
+        trajectory = train_teacher(recipe, out, not args.quiet and distributed.writes(), args.log)
+        if distributed.writes():
+            print(f"teacher trajectory: {trajectory.root} ({len(trajectory.steps)} checkpoints); phases: "
+                  f"{teacher_phases(recipe, trajectory, out)}")
+        return
     _, _, trajectory, phases = _teacher_stage(args)
     where = trajectory.root if trajectory.root is not None else "hub revisions"
     print(f"teacher trajectory: {where} ({len(trajectory.steps)} checkpoints); phases: {phases}")
@@ -298,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = args.overrides + extra
     try:
+        from .distributed import is_distributed
+
+        if is_distributed() and args.command != "teacher":
+            raise RecipeError(f"torchrun: only `progdistill teacher` trains data-parallel, not `{args.command}` "
+                              "(run the other stages in one process; --jobs / --executor ray spread students)")
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)

@@ -25,6 +25,7 @@ from .metric_logging import require_backends
 from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
+from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
 from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
@@ -114,6 +115,8 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
                     encoding="utf-8") != content:
                 raise RecipeError(f"teacher.path {recipe.teacher.path}: its run used another {name} ({theirs / name} "
                                   "differs from this run's); use the same task settings and corpus as that run")
+    if not distributed.writes():  # a torchrun rank other than 0: rank 0 writes the folder
+        return out
     lock_run_folder(out)  # everything is checked: from here on this process owns the folder
     remove_stale_temporaries(out)  # left by writes that a kill interrupted
     write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
@@ -255,14 +258,19 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
             shutil.rmtree(out / "teacher" / "state")
         return done
     folder = out / "teacher"
-    task = build_task(recipe.task, data_seed=t.seed, device=recipe.device, folder=out)
-    model, arch = make_model(t.model, task, t.seed, recipe.device)
+    device = distributed.local_device(recipe.device)  # under torchrun: data-parallel, see distributed.py
+    if distributed.is_distributed():
+        distributed.setup(device)
+        distributed.barrier()  # rank 0 has prepared the run folder
+    task = build_task(recipe.task, data_seed=t.seed, device=device, folder=out)
+    model, arch = make_model(t.model, task, t.seed, device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                       log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
             "config_hash": config_hash(recipe.model_dump(mode="json")["teacher"])}
     train(model, task, cfg, folder, meta, progress=progress, desc="teacher", log=log)
+    distributed.barrier()  # under torchrun: rank 0 has written the trajectory
     return Trajectory(folder)
 
 
