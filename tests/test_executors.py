@@ -34,17 +34,23 @@ SMALL = textwrap.dedent("""
 """)
 
 
-def _methods(folder):
+def _summary(recipe, folder):
+    """summary.json's methods (what `progdistill run` and `report` write, without the report's plots)."""
+    from progdistill.config import load_recipe
+    from progdistill.experiment import finished_teacher, summarize, teacher_phases
+
+    r = load_recipe(str(recipe))
+    trajectory = finished_teacher(r, folder)
+    summarize(r, folder, trajectory, teacher_phases(r, trajectory, folder))
     return json.dumps(json.loads((folder / "summary.json").read_text())["methods"], sort_keys=True)
 
 
-def _students_only(source, target):
-    """A copy of a finished run folder without its students (and what is derived from them)."""
+def _without_students(source, target):
+    """A copy of a run folder with a finished teacher, before its students."""
     shutil.copytree(source, target)
     for name in ("students", "teacher-outputs"):
         shutil.rmtree(target / name, ignore_errors=True)
-    for name in ("summary.json", "report.md", "report.html"):
-        (target / name).unlink(missing_ok=True)
+    (target / "summary.json").unlink(missing_ok=True)
 
 
 def test_threads_per_job_splits_the_cores_between_jobs():
@@ -88,26 +94,31 @@ def test_bad_executor_stops_before_any_file(tmp_path, capsys, monkeypatch):
 def test_every_executor_gives_the_same_summary(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(SMALL)
+    teacher = tmp_path / "teacher"
+    assert main(["teacher", str(recipe), "--out", str(teacher), "--quiet"]) == 0
+
     default = tmp_path / "default"
-    assert main(["run", str(recipe), "--out", str(default), "--quiet"]) == 0
-    expected = _methods(default)
+    _without_students(teacher, default)
+    assert main(["distill", str(recipe), "--out", str(default), "--quiet"]) == 0
+    expected = _summary(recipe, default)
     assert len(json.loads(expected)) == 2
 
     processes = tmp_path / "jobs"
-    _students_only(default, processes)
+    _without_students(teacher, processes)
+    assert main(["distill", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
+    assert _summary(recipe, processes) == expected
+    # resumable: `run` finds every student finished and trains none
+    before = {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("*.json")}
     assert main(["run", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
-    assert _methods(processes) == expected
-    # resumable: a second run finds every student finished and trains none
-    before = {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("result.json")}
-    assert main(["run", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("result.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("*.json")} == before
+    assert json.dumps(json.loads((processes / "summary.json").read_text())["methods"], sort_keys=True) == expected
 
     ray = pytest.importorskip("ray")
     on_ray = tmp_path / "ray"
-    _students_only(default, on_ray)
+    _without_students(teacher, on_ray)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        assert main(["run", str(recipe), "--out", str(on_ray), "--executor", "ray", "--quiet"]) == 0
+        assert main(["distill", str(recipe), "--out", str(on_ray), "--executor", "ray", "--quiet"]) == 0
     finally:
         ray.shutdown()
-    assert _methods(on_ray) == expected
+    assert _summary(recipe, on_ray) == expected
