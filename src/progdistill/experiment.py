@@ -504,8 +504,8 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     `students.group_memory_mb` says so); only students that resume from the same step together, and,
     where batches are padded to a common width (tasks with a padding token), only students of one
     seed, whose batches have one width; then by budget, seed and method; at least `workers` groups
-    (the executor's concurrent jobs; default: the recipe's `workers`) where there are enough students. Also returns the most students one held-out forward pass may
-    evaluate at once (None: all of a group)."""
+    (the executor's concurrent jobs; default: the recipe's `workers`) where there are enough students.
+    Also returns the most students one held-out forward pass may evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
     size, eval_chunk, padded = s.group_size, None, False
@@ -531,7 +531,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     for _, part in sorted(parts.items()):
         keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
         groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
-    while groups and len(groups) < (workers or recipe.workers) and max(len(g) for g in groups) > 1:  # work for every worker
+    while groups and len(groups) < (workers or recipe.workers) and max(len(g) for g in groups) > 1:  # work for all
         largest = max(groups, key=len)
         groups.remove(largest)
         groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
@@ -539,7 +539,8 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
-                 progress: bool = True, log: Sequence[str] = (), executor: Executor | None = None) -> list[dict[str, Any]]:
+                 progress: bool = True, log: Sequence[str] = (),
+                 executor: Executor | None = None) -> list[dict[str, Any]]:
     """Every (method, budget, seed) student, in groups trained as one batched model (`student_groups`),
     the groups run by `executor` (default: `recipe.workers` local processes, or this process when 1;
     see executors.py); each group job writes its students' files, and finished students are skipped
@@ -551,6 +552,8 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
             make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
         except ValueError as e:
             raise RecipeError(f"students: method {method.display!r}: {e}") from None
+    if all((student_folder(out, m.display, b, seed) / "result.json").is_file() for m, b, seed in jobs):
+        return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
     executor = executor or make_executor("local", recipe.workers)
     threads = executor.threads(recipe.threads)  # (starts a local Ray instance: it knows the cluster's CPUs)
     groups, eval_chunk = student_groups(recipe, out, trajectory, phases, jobs, executor.jobs)
