@@ -25,13 +25,26 @@ def _out(args, recipe) -> Path:
     return Path(args.out) if args.out else Path("runs") / recipe.name
 
 
+def _executor(args, recipe):
+    """The executor of `--executor`, `--jobs` (default: the recipe's `workers`), `--ray-address`; checked
+    before any file is written, started only when the jobs run."""
+    from .executors import make_executor
+
+    jobs = args.jobs if args.jobs is not None else (None if args.executor == "ray" else recipe.workers)
+    return make_executor(args.executor, jobs, args.ray_address)
+
+
 def cmd_run(args) -> None:
     from .layout import samples_to_target_text
     from .pipeline import run_experiment
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = _out(args, recipe)
-    summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log)
+    executor = _executor(args, recipe)
+    try:
+        summary = run_experiment(recipe, out, progress=not args.quiet, log=args.log, executor=executor)
+    finally:
+        executor.close()
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     for label, entry in summary["methods"].items():
         for budget, b in entry["budgets"].items():
@@ -98,6 +111,22 @@ def _teacher_stage(args):
 
 
 def cmd_teacher(args) -> None:
+    from . import distributed
+
+    if distributed.is_distributed():  # under torchrun: every rank trains, rank 0 writes (distributed.py)
+        from .experiment import prepare_run, teacher_phases, train_teacher
+        from .metric_logging import require_backends
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        if recipe.teacher.path:
+            raise RecipeError("teacher.path: torchrun trains a teacher; this recipe reads one from teacher.path")
+        require_backends(args.log)
+        out = prepare_run(recipe, _out(args, recipe))
+        trajectory = train_teacher(recipe, out, not args.quiet and distributed.writes(), args.log)
+        if distributed.writes():
+            print(f"teacher trajectory: {trajectory.root} ({len(trajectory.steps)} checkpoints); phases: "
+                  f"{teacher_phases(recipe, trajectory, out)}")
+        return
     _, _, trajectory, phases = _teacher_stage(args)
     where = trajectory.root if trajectory.root is not None else "hub revisions"
     print(f"teacher trajectory: {where} ({len(trajectory.steps)} checkpoints); phases: {phases}")
@@ -114,8 +143,12 @@ def cmd_probe(args) -> None:
 def cmd_distill(args) -> None:
     from .experiment import run_students
 
-    recipe, out, trajectory, phases = _teacher_stage(args)
-    run_students(recipe, out, trajectory, phases, not args.quiet, args.log)
+    executor = _executor(args, load_recipe(args.recipe, args.overrides))
+    try:
+        recipe, out, trajectory, phases = _teacher_stage(args)
+        run_students(recipe, out, trajectory, phases, not args.quiet, args.log, executor)
+    finally:
+        executor.close()
     print(f"students: {out / 'students'}")
 
 
@@ -205,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
                            help="also send the live metrics (written to every model's metrics.jsonl) to TensorBoard "
                                 "or Weights & Biases in offline mode; repeatable; needs the extra of that name")
+        if name in ("run", "distill"):
+            p.add_argument("--executor", default="local", metavar="NAME",
+                           help="where the student group jobs run: local (this process, or --jobs processes) or "
+                                "ray (needs the ray extra; a local Ray instance unless --ray-address); see "
+                                "docs/executors.md")
+            p.add_argument("--jobs", type=_positive, metavar="N",
+                           help="student group jobs at once (default: the recipe's workers; on Ray, the cluster's "
+                                "CPUs); each gets threads/N torch threads")
+            p.add_argument("--ray-address", metavar="ADDR",
+                           help="the Ray cluster to use (ray.init(address=ADDR), e.g. auto or ray://head:10001)")
         p.set_defaults(fn=fn)
         return p
 
@@ -271,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = args.overrides + extra
     try:
+        from .distributed import is_distributed
+
+        if is_distributed() and args.command != "teacher":
+            raise RecipeError(f"torchrun: only `progdistill teacher` trains data-parallel, not `{args.command}` "
+                              "(run the other stages in one process; --jobs / --executor ray spread students)")
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)

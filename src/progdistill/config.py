@@ -543,8 +543,9 @@ class Recipe(Strict):
         "auto", description="the batch-1 path for SGD at batch size 1 on a one-hidden-layer MLP (docs/batch1.md): "
         "auto = where it applies (Numba on a CPU when installed, else torch ops), off = the generic loop")
     threads: int | None = Field(None, ge=1, description="torch threads in all (default: torch's); "
-                                "split between workers")
-    workers: int = Field(1, ge=1, description="student runs in parallel processes")
+                                "split between the jobs that run at once (docs/executors.md)")
+    workers: int = Field(1, ge=1, description="student group jobs in parallel local processes (the default "
+                         "of --jobs)")
     task: TaskConfig = Field(description="the learning problem, chosen by name")
     teacher: TeacherSection = Field(description="the teacher and its checkpoint trajectory")
     phases: PhasesSection = Field(PhasesSection(), description="detection of the teacher's phase transition")

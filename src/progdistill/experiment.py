@@ -6,10 +6,8 @@ run resumes where it stopped (a half-trained model resumes from its last saved s
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,7 +25,8 @@ from .metric_logging import require_backends
 from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probes.monomials import monomial_peak, transition_window
-from .processes import die_with_parent
+from . import distributed
+from .executors import Executor, InProcess, make_executor, threads_per_job
 from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
@@ -116,6 +115,8 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
                     encoding="utf-8") != content:
                 raise RecipeError(f"teacher.path {recipe.teacher.path}: its run used another {name} ({theirs / name} "
                                   "differs from this run's); use the same task settings and corpus as that run")
+    if not distributed.writes():  # a torchrun rank other than 0: rank 0 writes the folder
+        return out
     lock_run_folder(out)  # everything is checked: from here on this process owns the folder
     remove_stale_temporaries(out)  # left by writes that a kill interrupted
     write_json(run_file, {"config_hash": digest, "config": resolved, "inputs": inputs,
@@ -257,14 +258,19 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
             shutil.rmtree(out / "teacher" / "state")
         return done
     folder = out / "teacher"
-    task = build_task(recipe.task, data_seed=t.seed, device=recipe.device, folder=out)
-    model, arch = make_model(t.model, task, t.seed, recipe.device)
+    device = distributed.local_device(recipe.device)  # under torchrun: data-parallel, see distributed.py
+    if distributed.is_distributed():
+        distributed.setup(device)
+        distributed.barrier()  # rank 0 has prepared the run folder
+    task = build_task(recipe.task, data_seed=t.seed, device=device, folder=out)
+    model, arch = make_model(t.model, task, t.seed, device)
     cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                       log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
             "config_hash": config_hash(recipe.model_dump(mode="json")["teacher"])}
     train(model, task, cfg, folder, meta, progress=progress, desc="teacher", log=log)
+    distributed.barrier()  # under torchrun: rank 0 has written the trajectory
     return Trajectory(folder)
 
 
@@ -480,9 +486,11 @@ def train_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
 
 def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, phases: dict | None,
                  jobs: list[tuple[dict[str, Any], int, int]], eval_chunk: int | None,
-                 log: Sequence[str] = ()) -> list[dict[str, Any]]:
+                 log: Sequence[str] = (), threads: int | None = None) -> list[dict[str, Any]]:
+    """One group job as an executor runs it: everything rebuilt from plain data (the recipe as JSON, folder
+    paths), `threads` torch threads (default: `threads_per_job(recipe.workers, recipe.threads)`)."""
     recipe = validate(recipe_json)
-    torch.set_num_threads(max(1, (recipe.threads or os.cpu_count() or 1) // recipe.workers))
+    torch.set_num_threads(threads or threads_per_job(recipe.workers, recipe.threads))
     ph = Phases(**phases) if phases else None
     return train_students(recipe, Path(out), Trajectory(trajectory_root), ph,
                           [(METHOD.validate_python(m), b, seed) for m, b, seed in jobs], progress=False,
@@ -490,13 +498,14 @@ def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, ph
 
 
 def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
-                   jobs: list[tuple[Any, int, int]]) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
+                   jobs: list[tuple[Any, int, int]], workers: int | None = None
+                   ) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
     """The unfinished students split into group jobs: at most `students.group_size` each (fewer where
     `students.group_memory_mb` says so); only students that resume from the same step together, and,
     where batches are padded to a common width (tasks with a padding token), only students of one
     seed, whose batches have one width; then by budget, seed and method; at least `workers` groups
-    where there are enough students. Also returns the most students one held-out forward pass may
-    evaluate at once (None: all of a group)."""
+    (the executor's concurrent jobs; default: the recipe's `workers`) where there are enough students.
+    Also returns the most students one held-out forward pass may evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
     size, eval_chunk, padded = s.group_size, None, False
@@ -522,7 +531,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     for _, part in sorted(parts.items()):
         keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
         groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
-    while groups and len(groups) < recipe.workers and max(len(g) for g in groups) > 1:  # work for every worker
+    while groups and len(groups) < (workers or recipe.workers) and max(len(g) for g in groups) > 1:  # work for all
         largest = max(groups, key=len)
         groups.remove(largest)
         groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
@@ -530,9 +539,12 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
-                 progress: bool = True, log: Sequence[str] = ()) -> list[dict[str, Any]]:
+                 progress: bool = True, log: Sequence[str] = (),
+                 executor: Executor | None = None) -> list[dict[str, Any]]:
     """Every (method, budget, seed) student, in groups trained as one batched model (`student_groups`),
-    the groups in `recipe.workers` processes (`log`: see `train_student`)."""
+    the groups run by `executor` (default: `recipe.workers` local processes, or this process when 1;
+    see executors.py); each group job writes its students' files, and finished students are skipped
+    (`log`: see `train_student`)."""
     jobs = student_jobs(recipe, trajectory)
     curve = trajectory.curve()
     for method, budget in {(m.display, b): (m, b) for m, b, _ in jobs}.values():  # refuse a bad schedule up front
@@ -540,21 +552,19 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
             make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
         except ValueError as e:
             raise RecipeError(f"students: method {method.display!r}: {e}") from None
-    groups, eval_chunk = student_groups(recipe, out, trajectory, phases, jobs)
-    if recipe.workers == 1:
-        bar = tqdm(groups, desc="students", disable=not progress)
-        for group in bar:
-            train_students(recipe, out, trajectory, phases, group, progress, eval_chunk=eval_chunk, log=log)
+    if all((student_folder(out, m.display, b, seed) / "result.json").is_file() for m, b, seed in jobs):
+        return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
+    executor = executor or make_executor("local", recipe.workers)
+    threads = executor.threads(recipe.threads)  # (starts a local Ray instance: it knows the cluster's CPUs)
+    groups, eval_chunk = student_groups(recipe, out, trajectory, phases, jobs, executor.jobs)
+    if isinstance(executor, InProcess):  # the objects themselves (a trajectory from outside has no folder)
+        executor.map(lambda group: train_students(recipe, out, trajectory, phases, group, progress,
+                                                  eval_chunk=eval_chunk, log=log),
+                     [(group,) for group in groups], progress, "students")
     else:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # avoid spin-waiting threads across processes
-        ctx = __import__("multiprocessing").get_context("spawn")
         args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
-        with ProcessPoolExecutor(recipe.workers, mp_context=ctx, initializer=die_with_parent) as pool:
-            futures = [pool.submit(_student_job, *args, [(m.model_dump(), b, seed) for m, b, seed in group], eval_chunk,
-                                   tuple(log))
-                       for group in groups]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="students", disable=not progress):
-                fut.result()
+        executor.map(_student_job, [(*args, [(m.model_dump(), b, seed) for m, b, seed in group], eval_chunk,
+                                     tuple(log), threads) for group in groups], progress, "students")
     return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
 
 
@@ -659,12 +669,13 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
 
 
 def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequence[str] = (),
-               then: Callable[[Recipe, Path, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+               then: Callable[[Recipe, Path, dict[str, Any]], Any] | None = None,
+               executor: Executor | None = None) -> dict[str, Any]:
     """Every stage but the report (teacher, phases, probes, students, summary); returns the summary, also
     in out/summary.json. `then(recipe, out, summary)` runs before the run folder is unlocked:
     `progdistill.run_experiment` (module `pipeline`) writes the report there. `log`: metric backends
     ("tensorboard", "wandb") besides every model's metrics.jsonl; they change no number and are not part
-    of the recipe."""
+    of the recipe. `executor`: where the student group jobs run (see `run_students`)."""
     _set_threads(recipe)
     require_backends(log)
     out = prepare_run(recipe, out)
@@ -672,7 +683,7 @@ def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequ
         trajectory = train_teacher(recipe, out, progress, log)
         phases = teacher_phases(recipe, trajectory, out)
         probe_trajectory(recipe, trajectory, out, phases, progress)
-        run_students(recipe, out, trajectory, phases, progress, log)
+        run_students(recipe, out, trajectory, phases, progress, log, executor)
         summary = summarize(recipe, out, trajectory, phases)
         if then is not None:
             then(recipe, out, summary)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batch1 import make_batch1_path
 from .config import KDSection, OptimSection, RecipeError, TrainSettings, one_line, validate_section
 from .io import load_tensors, read_json, save_tensors, write_json
@@ -173,6 +174,7 @@ class Run:
         self.ckpt_steps = checkpoint_steps(cfg)
         self.state_every = cfg.state_every or cfg.eval_every
         self.record: dict[str, Any] = {"curve": [], "supervision": []}
+        self.writes = distributed.writes()  # under torchrun only rank 0 writes files
 
     def resume(self, device: str | torch.device = "cpu") -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
         """The saved state (step, model tensors, optimizer state dict), restoring the schedule and the
@@ -193,6 +195,8 @@ class Run:
 
     def open_loggers(self, start: int) -> None:
         """Open metrics.jsonl (lines past `start` dropped) and the `log` backends."""
+        if not self.writes:
+            return
         self.loggers = open_loggers(self.out, self.log, start, self.desc)
 
     def close(self) -> None:
@@ -247,6 +251,8 @@ class Run:
     def save_state(self, step: int, model_state: dict[str, torch.Tensor],
                    optimizer: torch.optim.Optimizer | dict[str, Any]) -> None:
         """Save a resumable state after `step` steps."""
+        if not self.writes:
+            return
         # Weights go to files named by step; state.json, written last, commits them. A kill between the
         # writes leaves the previous state.json pointing at the previous, complete files.
         state_dir = self.state_dir
@@ -264,6 +270,8 @@ class Run:
 
     def save_checkpoint(self, step: int, model: nn.Module, point: dict[str, Any] | None) -> None:
         """Write checkpoint-{step} (evaluating the model first unless `point` holds its metrics)."""
+        if not self.writes:
+            return
         if point is None:
             with autocast(next(model.parameters()).device, self.cfg.precision):
                 point = {"step": step, **self.task.evaluate(model)}
@@ -275,6 +283,8 @@ class Run:
     def finish(self, model: nn.Module) -> dict[str, Any]:
         """Write curve.json, supervision.json and the final checkpoint, drop the state; returns the record."""
         self.close()
+        if not self.writes:
+            return self.record
         write_json(self.out / "supervision.json", self.record["supervision"])
         if self.cfg.save_final and self.cfg.steps not in self.ckpt_steps:
             self.save_checkpoint(self.cfg.steps, model, self.record["curve"][-1])
@@ -323,7 +333,10 @@ def train(
     `teacher_cache`: a folder where the teacher's outputs on this data stream are cached (see
     `TeacherOutputs`); share it only between runs with the same task, data seed and batch size.
     `log`: metric backends besides `out/metrics.jsonl` (always written): "tensorboard", "wandb" (offline).
-    Raises ValueError for a meta['model'] of unknown type, a missing logging extra; DivergenceError.
+    Under torchrun (several ranks) the model trains data-parallel (`distributed`: each rank a slice of the
+    global batch, DDP-averaged gradients, only rank 0 writes; not on the batch-1 path).
+    Raises ValueError for a meta['model'] of unknown type, a missing logging extra, a batch size the ranks
+    cannot split; DivergenceError.
     """
     out = Path(out)
     model = as_task_model(model, task.model_io())
@@ -335,6 +348,12 @@ def train(
         raise ValueError(f"{desc}: meta needs a 'model' entry (the architecture, e.g. {{'type': 'package.module:Class', "
                          "**keywords}}) so that its checkpoints can be rebuilt")
     device = next(model.parameters()).device
+    if distributed.is_distributed():
+        distributed.check_batch_size(cfg.batch_size, f"{desc}: batch_size")
+        if teacher is not None:
+            raise ValueError(f"{desc}: data-parallel training under torchrun is for models without a teacher (teachers)")
+        distributed.setup(str(device))
+    forward = distributed.wrap(model)  # the model itself outside torchrun
     run = Run(out, task, cfg, meta, schedule, desc, log=log, device=device)
     schedule = run.schedule
     opt = make_optimizer(model, cfg.optim)
@@ -357,7 +376,7 @@ def train(
     model.train()
     # The batch-1 path (batch1.py) runs the steps up to the next evaluation / checkpoint / state step at once.
     fast = make_batch1_path(model, task, cfg, lambda s: lr_at(s, cfg.steps, cfg.optim), teachers, start) \
-        if start < cfg.steps else None
+        if start < cfg.steps and not distributed.is_distributed() else None
     boundaries = sorted(run.ckpt_steps)
     step = start
     while step < cfg.steps:
@@ -371,9 +390,9 @@ def train(
                 lr = lr_at(step, cfg.steps, cfg.optim)
                 for group in opt.param_groups:
                     group["lr"] = lr
-            batch = task.train_batch(step, cfg.batch_size)
+            batch = distributed.shard(task.train_batch(step, cfg.batch_size))  # this rank's slice under torchrun
             with autocast(device, cfg.precision):
-                logits, targets = selected(logits_of(model(batch.inputs)).float(), batch.targets)
+                logits, targets = selected(logits_of(forward(batch.inputs)).float(), batch.targets)
             teacher_logits = teachers.get(ckpt, step, batch)
             loss, kd = distillation_terms(logits, targets, teacher_logits, cfg.kd.alpha, cfg.kd.tau, cfg.kd.kind,
                                           cfg.kd.scale_tau2)

@@ -1,0 +1,162 @@
+"""Where a recipe's independent jobs run: in this process, in local worker processes, or on Ray.
+
+A job is a module-level function and arguments that pickle (plain data: the recipe as JSON, folder
+paths); it rebuilds everything it needs and writes its own files in the run folder, so every executor
+gives the same run folder, and a job whose files are finished is skipped when a run resumes. The
+executor only decides where the jobs run and how many torch threads each gets (`threads_per_job`).
+See docs/executors.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from .processes import die_with_parent
+
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(ValueError):
+    """A bad executor setting (unknown name, a missing optional extra, a bad --jobs)."""
+
+
+def threads_per_job(jobs: int, threads: int | None = None, cores: int | None = None) -> int:
+    """The torch (intra-op) threads each of `jobs` concurrent jobs uses: the threads in all (`threads`,
+    the recipe key; default: the machine's cores, `cores` or os.cpu_count()) split evenly between the
+    jobs, at least 1. Jobs that share cores therefore never ask for more threads than there are cores.
+    Raises ExecutorError for jobs < 1."""
+    if jobs < 1:
+        raise ExecutorError(f"--jobs: must be at least 1, got {jobs}")
+    return max(1, (threads or cores or os.cpu_count() or 1) // jobs)
+
+
+def quiet_openmp() -> None:
+    """Make OpenMP threads of processes started from now on sleep rather than spin while they wait
+    (OMP_WAIT_POLICY=PASSIVE, unless the user set it): spinning threads of jobs that share cores slow
+    each other down many times over."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class Executor:
+    """Runs independent jobs; `jobs` is how many run at once. Subclasses implement `map`."""
+
+    name = "local"
+    jobs = 1
+
+    def threads(self, threads: int | None) -> int:
+        """Torch threads for each job, given the recipe's `threads` (total; None: all cores)."""
+        return threads_per_job(self.jobs, threads)
+
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], progress: bool = False,
+            desc: str = "jobs") -> list[Any]:
+        """fn(*args) for every args in `calls`; returns the results in the order of `calls`. The first
+        job's exception is raised (in this process, the job's own exception)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor started (worker processes, a local Ray instance)."""
+
+
+class InProcess(Executor):
+    """Every job in this process, one after another (the default)."""
+
+    def map(self, fn, calls, progress=False, desc="jobs"):
+        return [fn(*args) for args in tqdm(calls, desc=desc, disable=not progress)]
+
+
+class LocalProcesses(Executor):
+    """`jobs` spawned worker processes on this machine (`--jobs N`); they die with this process."""
+
+    def __init__(self, jobs: int) -> None:
+        threads_per_job(jobs)  # validates jobs
+        self.jobs = jobs
+
+    def map(self, fn, calls, progress=False, desc="jobs"):
+        quiet_openmp()
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=die_with_parent) as pool:
+            futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
+            results: list[Any] = [None] * len(calls)
+            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
+                results[futures[fut]] = fut.result()
+        return results
+
+
+class RayExecutor(Executor):
+    """Jobs as Ray tasks (`--executor ray`): on the cluster at `address` (`--ray-address`, e.g.
+    "ray://head:10001" or "auto"), or on a local Ray instance started here (none given, and no Ray
+    instance in this process yet). Each task reserves as many Ray CPUs as it uses torch threads:
+    `threads_per_job(jobs, threads, the cluster's CPUs)`, where `jobs` defaults to the cluster's CPUs
+    (one thread per job). The run folder must be on a file system every node sees at the same path."""
+
+    name = "ray"
+
+    def __init__(self, jobs: int | None = None, address: str | None = None) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise ExecutorError("--executor ray: Ray is not installed; pip install 'progdistill[ray]'")
+        if jobs is not None:
+            threads_per_job(jobs)
+        self.requested, self.address, self.started = jobs, address, False
+        self.cores = 1
+
+    def _init(self) -> None:
+        import ray
+
+        quiet_openmp()
+        if not ray.is_initialized():
+            env = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env}, **({} if self.address else {"num_cpus": os.cpu_count()}))
+            self.started = True
+        self.cores = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.jobs = self.requested or self.cores
+
+    def threads(self, threads: int | None) -> int:
+        self._init()
+        return threads_per_job(self.jobs, threads, self.cores)
+
+    def map(self, fn, calls, progress=False, desc="jobs"):
+        import ray
+
+        self._init()
+        task = ray.remote(fn).options(num_cpus=min(self.cores, threads_per_job(self.jobs, None, self.cores)),
+                                      max_retries=0)
+        refs = {task.remote(*args): i for i, args in enumerate(calls)}
+        results: list[Any] = [None] * len(calls)
+        pending = list(refs)
+        with tqdm(total=len(refs), desc=desc, disable=not progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                results[refs[done[0]]] = ray.get(done[0])
+                bar.update(1)
+        return results
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+
+
+def make_executor(name: str | None = None, jobs: int | None = None, address: str | None = None) -> Executor:
+    """The executor `name` ("local": in this process, or `jobs` local processes when jobs > 1; "ray")
+    with `jobs` concurrent jobs (None: 1 locally, the cluster's CPUs on Ray); `address`: a Ray cluster
+    (only with "ray"). Checks everything without starting anything. Raises ExecutorError."""
+    name = name or "local"
+    if jobs is not None:
+        threads_per_job(jobs)  # jobs >= 1
+    if name not in EXECUTORS:
+        raise ExecutorError(f"--executor: unknown executor {name!r} (choose {' or '.join(EXECUTORS)})")
+    if address is not None and name != "ray":
+        raise ExecutorError("--ray-address: only with --executor ray")
+    if name == "ray":
+        return RayExecutor(jobs, address)
+    jobs = jobs or 1
+    return LocalProcesses(jobs) if jobs > 1 else InProcess()

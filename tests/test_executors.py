@@ -1,0 +1,124 @@
+"""Executors: the student group jobs give the same run folder in this process, in local processes and
+on a local Ray instance; bad executor settings stop before any file is written; the thread rule."""
+
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from progdistill.cli import main
+from progdistill.executors import ExecutorError, InProcess, LocalProcesses, make_executor, threads_per_job
+
+SMALL = textwrap.dedent("""
+    name: tiny-executors
+    threads: 1
+    task: {name: parity, d: 12, k: 2, eval_size: 256}
+    teacher:
+      model: {type: mlp, width: 64}
+      steps: 600
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      checkpoint_every: 50
+    phases: {metric: accuracy}
+    students:
+      model: {type: mlp, width: 16}
+      steps: 150
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      seeds: [0, 1]
+      methods: [ce, auto]
+    report: {target: 0.9}
+""")
+
+
+def _summary(recipe, folder):
+    """summary.json's methods (what `progdistill run` and `report` write, without the report's plots)."""
+    from progdistill.config import load_recipe
+    from progdistill.experiment import finished_teacher, summarize, teacher_phases
+
+    r = load_recipe(str(recipe))
+    trajectory = finished_teacher(r, folder)
+    summarize(r, folder, trajectory, teacher_phases(r, trajectory, folder))
+    return json.dumps(json.loads((folder / "summary.json").read_text())["methods"], sort_keys=True)
+
+
+def _without_students(source, target):
+    """A copy of a run folder with a finished teacher, before its students."""
+    shutil.copytree(source, target)
+    for name in ("students", "teacher-outputs"):
+        shutil.rmtree(target / name, ignore_errors=True)
+    (target / "summary.json").unlink(missing_ok=True)
+
+
+def test_threads_per_job_splits_the_cores_between_jobs():
+    assert threads_per_job(1, cores=8) == 8
+    assert threads_per_job(2, cores=8) == 4
+    assert threads_per_job(3, cores=8) == 2
+    assert threads_per_job(16, cores=8) == 1  # never below one thread
+    assert threads_per_job(2, threads=6, cores=64) == 3  # the recipe's `threads` is the total
+    assert threads_per_job(4, threads=2, cores=64) == 1
+    with pytest.raises(ExecutorError, match="--jobs: must be at least 1"):
+        threads_per_job(0)
+
+
+def test_make_executor_picks_and_checks():
+    assert isinstance(make_executor(), InProcess)
+    assert isinstance(make_executor("local", 1), InProcess)
+    assert isinstance(make_executor("local", 3), LocalProcesses) and make_executor("local", 3).threads(6) == 2
+    with pytest.raises(ExecutorError, match="unknown executor 'slurm'"):
+        make_executor("slurm")
+    with pytest.raises(ExecutorError, match="--ray-address: only with --executor ray"):
+        make_executor("local", address="auto")
+
+
+def test_bad_executor_stops_before_any_file(tmp_path, capsys, monkeypatch):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--executor", "slurm", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --executor: unknown executor 'slurm'") and len(err.splitlines()) == 1
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["distill", str(recipe), "--out", str(out), "--executor", "ray", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'progdistill[ray]'" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_every_executor_gives_the_same_summary(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    teacher = tmp_path / "teacher"
+    assert main(["teacher", str(recipe), "--out", str(teacher), "--quiet"]) == 0
+
+    default = tmp_path / "default"
+    _without_students(teacher, default)
+    assert main(["distill", str(recipe), "--out", str(default), "--quiet"]) == 0
+    expected = _summary(recipe, default)
+    assert len(json.loads(expected)) == 2
+
+    processes = tmp_path / "jobs"
+    _without_students(teacher, processes)
+    assert main(["distill", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
+    assert _summary(recipe, processes) == expected
+    # resumable: `run` finds every student finished and trains none
+    before = {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("*.json")}
+    assert main(["run", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("*.json")} == before
+    assert json.dumps(json.loads((processes / "summary.json").read_text())["methods"], sort_keys=True) == expected
+
+    ray = pytest.importorskip("ray")
+    on_ray = tmp_path / "ray"
+    _without_students(teacher, on_ray)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert main(["distill", str(recipe), "--out", str(on_ray), "--executor", "ray", "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    assert _summary(recipe, on_ray) == expected
