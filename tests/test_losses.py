@@ -115,6 +115,8 @@ def test_defaults_are_argmax_ce_forward_kl_and_no_tau_squared():
     assert torch.allclose(distillation_loss(s, y, t, 0.25, 2.0), 0.25 * ce + 0.75 * kd, atol=1e-6)
     assert torch.allclose(distillation_loss(s, y, t, 0.25, 2.0, scale_tau2=True), 0.25 * ce + 0.75 * 4 * kd,
                           atol=1e-6)
+    loss, term = distillation_terms(s, y, t, 0.25, 2.0)
+    assert torch.allclose(term, kd, atol=1e-6) and torch.allclose(loss, 0.25 * ce + 0.75 * kd, atol=1e-6)
     loss, term = distillation_terms(s, y, t, 0.25, 2.0, scale_tau2=True)
     assert torch.allclose(term, 4 * kd, atol=1e-6) and torch.allclose(loss, 0.25 * ce + 3 * kd, atol=1e-6)
 

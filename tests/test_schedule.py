@@ -200,6 +200,8 @@ def test_method_options_reach_the_schedules():
     assert no_curve.switched_at is None  # without the teacher's curve its accuracy is taken as 1.0
     no_curve.observe(200, {"accuracy": 0.98})
     assert no_curve.switched_at == 200
+    with pytest.raises(ValueError, match=r"^method 'one-shot' needs a teacher trajectory with saved checkpoints$"):
+        make_schedule({"name": "one-shot"}, [], None)
     with pytest.raises(ValueError, match=r"^method 'auto' needs the teacher's phases, which were not detected$"):
         make_schedule({"name": "auto"}, SAVED, None)
     with pytest.raises(ValueError, match=r"^progressive with speed 'fit' needs the student's budget$"):

@@ -279,8 +279,8 @@ def test_loss_spikes_are_found_and_reported():
     (4000, 6000, 0.05, 0.25, 0.05), (4000, 6000, 0.05, 0.125, 0.05), (3000, 7000, 0.1, 0.3, 0.05),
     (2500, 5500, 0.05, 0.41, 0.0),
     (2000, 4560, 0.064, 0.25, 0.0),  # exact binary values: the rate at the drop start is exactly threshold x peak
-    (4000, 6000, 0.002, 0.25, 0.05),  # the smallest window: one grid point either side
-    (4000, 6000, 0.09899, 0.25, 0.05),  # window x 1000 / 2 = 49.495: 49 grid points either side
+    (4000, 6000, 0.002, 0.05, 0.05),  # the smallest window: one grid point either side
+    (4000, 6000, 0.09899, 0.05, 0.05),  # window x 1000 / 2 = 49.495: 49 grid points either side
 ])
 def test_phase_boundaries_of_a_linear_drop_match_the_hand_derivation(a, b, window, threshold, skip):
     """Loss 1 until step a, a straight line to 0 at step b, 0 after, evaluated every 10 steps to 10,000.
