@@ -246,16 +246,18 @@ def test_generator_deterministic_and_seeded() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        {"levels": 0},
-        {"levels": 2, "rhs_lengths": ()},
-        {"levels": 2, "rules_per_symbol": 1, "rhs_lengths": (2,)},
-        {"levels": 2, "symbols_per_level": 1, "rules_per_symbol": 3, "rhs_lengths": (1,)},
+        ({"levels": 0}, "levels, symbols_per_level, rules_per_symbol and terminals must be >= 1"),
+        ({"levels": 2, "rhs_lengths": ()}, "rhs_lengths must be positive"),
+        ({"levels": 2, "rules_per_symbol": 1, "rhs_lengths": (2,)},
+         "the rules cannot reach every symbol of the next level"),
+        ({"levels": 2, "symbols_per_level": 1, "rules_per_symbol": 3, "rhs_lengths": (1,)},
+         "only 1 distinct right-hand sides exist over 1 symbols"),
     ],
 )
-def test_generator_rejects_impossible(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_generator_rejects_impossible(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         generate_grammar(**kwargs)
 
 
@@ -444,7 +446,7 @@ def test_truncate_generated_grammar() -> None:
     assert all(t.rules[lhs] == g.rules[lhs] for level in g.levels[:2] for lhs in level)
     for i, lhs in enumerate(g.levels[2]):
         assert [(r.rhs, r.prob) for r in t.rules[lhs]] == [((Symbol(g.terminals[i], True),), 1.0)]
-    with pytest.raises(GrammarError):
+    with pytest.raises(GrammarError, match=re.escape("pre_terminal_level must be in [0, 4], got 5")):
         truncate_grammar(g, 5)
     with pytest.raises(GrammarError, match="layered"):
         truncate_grammar(parse_grammar(MIXED), 1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progdistill.losses import distillation_loss, kd_loss
+from progdistill.losses import distillation_loss, distillation_terms, kd_loss
 
 
 def test_tau_zero_is_argmax_cross_entropy():
@@ -96,3 +96,50 @@ def test_kd_is_infinite_only_where_the_kl_is():
     assert kd_loss(student, teacher, 1.0) == INF  # the teacher puts mass where the student has none
     assert torch.isfinite(kd_loss(student, teacher, 1.0, "reverse"))  # KL(q || p) with q's support inside p's
     assert kd_loss(teacher, student, 1.0, "reverse") == INF
+
+
+def _forward_kd_by_hand(s, t, tau):
+    """sum_v p_T(v) * (-log q_S(v)), averaged over rows, written out with exp / sum / log."""
+    p = torch.exp(t / tau) / torch.exp(t / tau).sum(-1, keepdim=True)
+    log_q = s / tau - torch.log(torch.exp(s / tau).sum(-1, keepdim=True))
+    return -(p * log_q).sum(-1).mean()
+
+
+def test_defaults_are_argmax_ce_forward_kl_and_no_tau_squared():
+    """The documented defaults: tau 0 (argmax CE), kind 'forward', scale_tau2 False; scale_tau2=True
+    multiplies the KD term (only) by tau^2."""
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
+    assert torch.allclose(kd_loss(s, t), F.cross_entropy(s, t.argmax(-1)))
+    ce, kd = F.cross_entropy(s, y), _forward_kd_by_hand(s, t, 2.0)
+    assert torch.allclose(distillation_loss(s, y, t, 0.25, 2.0), 0.25 * ce + 0.75 * kd, atol=1e-6)
+    assert torch.allclose(distillation_loss(s, y, t, 0.25, 2.0, scale_tau2=True), 0.25 * ce + 0.75 * 4 * kd,
+                          atol=1e-6)
+    loss, term = distillation_terms(s, y, t, 0.25, 2.0)
+    assert torch.allclose(term, kd, atol=1e-6) and torch.allclose(loss, 0.25 * ce + 0.75 * kd, atol=1e-6)
+    loss, term = distillation_terms(s, y, t, 0.25, 2.0, scale_tau2=True)
+    assert torch.allclose(term, 4 * kd, atol=1e-6) and torch.allclose(loss, 0.25 * ce + 3 * kd, atol=1e-6)
+
+
+def test_kd_term_is_absent_at_alpha_one_and_alone_at_alpha_zero():
+    """alpha = 1: plain CE and no KD term; alpha = 0: the KD term alone, even where CE is infinite (the
+    target class masked out of both models: 0 * inf would make the mixture nan). Hand value: both
+    models put 1/2 on classes 0 and 1, so KD = -(1/2 log 1/2 + 1/2 log 1/2) = log 2."""
+    torch.manual_seed(1)
+    s, t, y = torch.randn(5, 3), torch.randn(5, 3), torch.randint(0, 3, (5,))
+    loss, term = distillation_terms(s, y, t, 1.0, 2.0)
+    assert term is None and torch.equal(loss, F.cross_entropy(s, y))
+    masked = torch.tensor([[0.0, 0.0, -math.inf]])
+    loss, term = distillation_terms(masked, torch.tensor([2]), masked, 0.0, 1.0)
+    assert math.isinf(F.cross_entropy(masked, torch.tensor([2])).item())
+    assert loss.item() == pytest.approx(math.log(2)) and term.item() == pytest.approx(math.log(2))
+
+
+def test_bad_tau_and_kind_are_clear_errors():
+    s, t = torch.randn(2, 3), torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"^tau must be >= 0, got -1\.0$"):
+        kd_loss(s, t, -1.0)
+    with pytest.raises(ValueError, match=r"^reverse KL needs tau > 0 \(a one-hot teacher has log p_T = -inf"):
+        kd_loss(s, t, 0.0, "reverse")
+    with pytest.raises(ValueError, match=r"^kind must be 'forward' or 'reverse', got 'sideways'$"):
+        kd_loss(s, t, 1.0, "sideways")

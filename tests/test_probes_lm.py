@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -45,7 +47,7 @@ class Constant(nn.Module):
 def test_target_positions_are_evenly_spaced_terminals():
     pos = target_positions(torch.tensor([11, 2, 6, 3]), 4)
     assert pos.tolist() == [[3, 5, 6, 8], [1, 1, 1, 1], [2, 3, 3, 4], [1, 1, 2, 2]]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("every sentence needs at least one terminal (length >= 2")):
         target_positions(torch.tensor([1]), 2)
 
 

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     (tmp_path / "checkpoint-7" / "meta.json").write_text('{"model": ')
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "checkpoint-7")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="nowhere: no such trajectory folder"):
         Trajectory(tmp_path / "nowhere")
 
 
@@ -146,7 +147,7 @@ def test_phase_detection_ignores_a_fast_initial_drop_when_asked_for_accuracy():
     for p in curve[:5]:
         p["loss"] += 1.0  # loss starts high and falls quickly, accuracy stays at chance
     assert abs(detect_phases(curve, "accuracy").middle - 6000) <= 400
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("need >= 4 finite points of 'loss' to detect phases, got 1")):
         detect_phases([{"step": 0, "loss": 1.0}, {"step": 1, "loss": 1.0}], "loss")
 
 
@@ -277,6 +278,9 @@ def test_loss_spikes_are_found_and_reported():
 @pytest.mark.parametrize("a, b, window, threshold, skip", [
     (4000, 6000, 0.05, 0.25, 0.05), (4000, 6000, 0.05, 0.125, 0.05), (3000, 7000, 0.1, 0.3, 0.05),
     (2500, 5500, 0.05, 0.41, 0.0),
+    (2000, 4560, 0.064, 0.25, 0.0),  # exact binary values: the rate at the drop start is exactly threshold x peak
+    (4000, 6000, 0.002, 0.05, 0.05),  # the smallest window: one grid point either side
+    (4000, 6000, 0.09899, 0.05, 0.05),  # window x 1000 / 2 = 49.495: 49 grid points either side
 ])
 def test_phase_boundaries_of_a_linear_drop_match_the_hand_derivation(a, b, window, threshold, skip):
     """Loss 1 until step a, a straight line to 0 at step b, 0 after, evaluated every 10 steps to 10,000.
@@ -300,3 +304,41 @@ def test_phase_boundaries_of_a_linear_drop_match_the_hand_derivation(a, b, windo
     for metric in ("loss", "accuracy"):
         phases = detect_phases(curve, metric, window, threshold, skip)
         assert [phases.drop_start, phases.drop_end, phases.middle] == expected
+
+
+def test_phase_detection_edge_cases_by_hand():
+    """Curves whose phases are derived by hand (evaluations every 10 steps, so grid point i is step 10 i;
+    window 0.05: h = 25 grid points either side). The curve is padded with its first and last values,
+    so a drop at either end of the run is found where it is."""
+    steps = range(0, 10001, 10)
+    linear = [{"step": s, "loss": 1 - s / 10000} for s in steps]  # falls at the same rate everywhere
+    phases = detect_phases(linear, skip=0.0)  # metric defaults to the loss
+    assert (phases.drop_start, phases.drop_end, phases.middle, phases.metric) == (0, 10000, 5000, "loss")
+    first = [{"step": s, "loss": 1.0 if s == 0 else 0.0} for s in steps]  # all of it between steps 0 and 10
+    # rate(i) = v[i - h] - v[i + h] = 1 for i in [0, h]; the loss is at or below 1/2 from grid point 1
+    assert detect_phases(first, "loss", skip=0.0).to_dict() == {"drop_start": 0, "drop_end": 250, "middle": 10,
+                                                                 "metric": "loss"}
+    last = [{"step": s, "loss": 0.0 if s == 10000 else 1.0, "accuracy": 0.5} for s in steps]
+    # rate(i) = 1 for i in [1000 - h, 1000]; the loss reaches 1/2 only at the last point
+    assert detect_phases(last, skip=0.0).to_dict() == {"drop_start": 9750, "drop_end": 10000, "middle": 10000,
+                                                        "metric": "loss"}
+    with pytest.raises(ValueError, match=r"^'accuracy' never falls \(rises, for accuracy\): no phase transition"):
+        detect_phases(last, "accuracy")
+    assert detect_phases(linear[::250], skip=0.0).metric == "loss"  # 5 points: enough
+    assert detect_phases(linear[::300], skip=0.0).drop_start == 0  # 4 points: enough
+    broken = [dict(p) for p in linear[::100]]
+    broken[3]["loss"] = float("nan")
+    with pytest.raises(ValueError, match=r"^need >= 4 finite points of 'loss' to detect phases, got 10$"):  # 11 minus the skipped head
+        detect_phases(broken)
+
+
+def test_phase_detection_is_translation_invariant():
+    """A run that starts at step 1000 (say, resumed) has its phases shifted by exactly 1000 steps: the
+    skipped head is a fraction of the run's length, not of its last step."""
+    curve = [{"step": s, "loss": 1.0 if s <= 4000 else 0.0 if s >= 6000 else 1.0 - (s - 4000) / 2000}
+             for s in range(0, 10001, 10)]
+    shifted = [{"step": p["step"] + 1000, "loss": p["loss"]} for p in curve]
+    for skip in (0.05, 0.2):
+        base, moved = detect_phases(curve, skip=skip), detect_phases(shifted, skip=skip)
+        assert (moved.drop_start, moved.drop_end, moved.middle) == (base.drop_start + 1000, base.drop_end + 1000,
+                                                                     base.middle + 1000)
