@@ -26,6 +26,8 @@ from .layout import student_folder
 from .metric_logging import require_backends
 from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
+from .preflight import (check_checkpoint_files, check_eval_size, check_probe_options, check_schedules,
+                        check_sizes)
 from .probes.monomials import monomial_peak, transition_window
 from .processes import die_with_parent
 from .runlock import lock_run_folder, unlock_run_folder
@@ -66,6 +68,7 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
         raise RecipeError(f"teacher.path {t.path}: this teacher's training was interrupted; finish "
                           "it first (run its recipe again with the same --out)")
     trajectory = Trajectory(t.path)
+    check_checkpoint_files(trajectory.root, trajectory.steps)
     wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
     if wrong:
         raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
@@ -97,6 +100,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     # the task's errors (a grammar or corpus missing or unreadable, ...) come before anything is written; a
     # run folder of this recipe lends the task what it derived before (a text task's tokenizer)
     task = check_task_and_models(recipe, folder=out if run_file.is_file() else None)
+    check_sizes(recipe, task.model_io(), out)
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
     inputs.update(task.input_hashes())
@@ -132,6 +136,8 @@ def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
     imported by path, with the task's values filled in), and check that a task imported by path has
     the probes the recipe asks for: every error is a RecipeError naming the recipe key, before any
     file is written. Returns the task (data seed 0, on the CPU; `folder`: see `build_task`)."""
+    check_probe_options(recipe)
+    check_eval_size(recipe)
     try:
         task = build_task(recipe.task, folder=folder)
     except ValueError as e:
@@ -151,7 +157,7 @@ def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
                 raise RecipeError(f"probe.{name}: task {recipe.task.name} has no probe {name!r} (its probes(): "
                                   f"{sorted(available) or 'none'})")
     if recipe.teacher.path:
-        teacher_trajectory(recipe, io)
+        check_schedules(recipe, teacher_trajectory(recipe, io))
     return task
 
 
