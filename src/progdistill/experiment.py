@@ -26,8 +26,8 @@ from .layout import student_folder
 from .metric_logging import require_backends
 from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
-from .preflight import (check_checkpoint_files, check_eval_size, check_probe_options, check_schedules,
-                        check_sizes)
+from .preflight import (check_eval_size, check_probe_options, check_schedules,
+                        check_sizes, check_trajectory)
 from .probes.monomials import monomial_peak, transition_window
 from .processes import die_with_parent
 from .runlock import lock_run_folder, unlock_run_folder
@@ -68,7 +68,7 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
         raise RecipeError(f"teacher.path {t.path}: this teacher's training was interrupted; finish "
                           "it first (run its recipe again with the same --out)")
     trajectory = Trajectory(t.path)
-    check_checkpoint_files(trajectory.root, trajectory.steps)
+    check_trajectory(trajectory)
     wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
     if wrong:
         raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")

@@ -141,6 +141,45 @@ def check_probe_options(recipe: Recipe) -> None:
             raise RecipeError(f"probe.monomials.degrees: {bad} outside 1..{k} (the degrees of task.k = {k})")
 
 
+def check_trajectory(trajectory) -> None:
+    """A progdistill trajectory folder, read before anything is written: its checkpoints' files
+    (`check_checkpoint_files`), each meta.json an object whose `model` rebuilds (on the meta device), and
+    its curve (curve.json, or the metas' `eval`) a non-empty list of objects with a step, a loss and an accuracy. Raises CheckpointError
+    naming the file."""
+    from .io import read_json
+    from .models import build_model
+
+    root = trajectory.root
+    check_checkpoint_files(root, trajectory.steps)
+    for step in trajectory.steps:
+        file = root / f"checkpoint-{step}" / "meta.json"
+        meta = read_json(file)
+        arch = meta.get("model") if isinstance(meta, dict) else None
+        if not isinstance(arch, dict) or not isinstance(arch.get("type"), str):
+            raise CheckpointError(f"{file}: expected an object with a 'model' architecture object (with a 'type')")
+        if arch["type"] == "hf":
+            continue
+        try:
+            with torch.device("meta"):
+                build_model(arch)
+        except Exception as e:  # a user's model class may raise anything
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{file}: cannot rebuild its model: {why}") from None
+    file = root / "curve.json"
+    curve = trajectory.curve()
+    where = file if file.is_file() else f"{root}/checkpoint-*/meta.json 'eval'"
+    if not isinstance(curve, list) or not curve:
+        raise CheckpointError(f"{where}: expected a non-empty list of evaluations, got {type(curve).__name__}")
+    for i, point in enumerate(curve):
+        if not isinstance(point, dict):
+            raise CheckpointError(f"{where}: entry {i} is a {type(point).__name__}, not an object")
+        for key in ("step", "loss", "accuracy"):
+            value = point.get(key)
+            if key not in point or isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+                    value is None and key != "step"):  # null: a NaN loss
+                raise CheckpointError(f"{where}: entry {i} has no number '{key}' (got {value!r})"[:300])
+
+
 def check_checkpoint_files(root: Path, steps: list[int]) -> None:
     """Every checkpoint of a trajectory folder: at least two, each model.safetensors with a readable
     header (not truncated, not a pickle) and floating-point tensors of a training dtype (an int8 or float64
