@@ -152,3 +152,17 @@ def test_filesystem_errors_name_the_path(tmp_path, capsys, monkeypatch):
     with pytest.raises(OutputError):
         from progdistill.io import write_json
         write_json(out / "x.json", {})
+
+
+@pytest.mark.parametrize("file, content, match", [
+    ("checkpoint-40/meta.json", "[]", r"checkpoint-40/meta\.json: expected an object with a 'model' architecture"),
+    ("checkpoint-40/meta.json", '{"model": 5}', r"checkpoint-40/meta\.json: expected an object with a 'model'"),
+    ("checkpoint-20/meta.json", '{"model": {"type": "mlp", "input_dim": 8, "num_classes": 2}}',
+     r"checkpoint-20/meta\.json: cannot rebuild its model: .*width"),
+    ("curve.json", "[]", r"curve\.json: expected a non-empty list of evaluations, got list"),
+    ("curve.json", '[{"step": 0, "loss": 1.0}]', r"curve\.json: entry 0 has no number 'accuracy'"),
+])
+def test_malformed_trajectory_metadata_is_refused_before_writing(teacher, tmp_path, capsys, file, content, match):
+    folder = _copy(teacher, tmp_path)
+    (folder / file).write_text(content)
+    _refused([f"teacher.path={folder}"], tmp_path, capsys, match)

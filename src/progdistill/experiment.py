@@ -69,7 +69,7 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
                           "it first (run its recipe again with the same --out)")
     trajectory = Trajectory(t.path)
     check_trajectory(trajectory)
-    wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
+    wrong = [w for step in trajectory.steps for w in io_mismatches(trajectory.meta(step)["model"], io)][:3]
     if wrong:
         raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
     return trajectory

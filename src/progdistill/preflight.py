@@ -20,6 +20,7 @@ from .io import CheckpointError
 
 MAX_LAYERS = 4096  # model depth / layers beyond this are refused before a model is built
 MAX_EVALUATIONS = 10**8  # evaluations of one training run (its curve is kept in memory)
+MAX_BATCH = 2**24  # examples in one training batch
 MAX_CHECKPOINTS = 10**6  # checkpoints of one teacher (their steps are planned in memory)
 FLOAT_DTYPES = ("F32", "F16", "BF16")  # dtypes a checkpoint may hold (training is float32; fp16/bf16 AMP)
 _PROBE_EVAL = 256  # held-out examples built to measure an example's bytes
@@ -65,8 +66,11 @@ def model_parameters(key: str, arch: dict[str, Any], io: dict[str, Any]) -> int 
         if isinstance(value, int) and value > MAX_LAYERS:
             raise RecipeError(f"{key}.{name}: {value:,} layers is beyond the limit of {MAX_LAYERS:,}")
     resolved = resolve_architecture(arch, io)
-    with torch.device("meta"):
-        model = build_model(resolved)
+    try:
+        with torch.device("meta"):
+            model = build_model(resolved)
+    except (TypeError, OverflowError, RuntimeError, ValueError) as e:  # sizes beyond what PyTorch can index
+        raise RecipeError(f"{key}: cannot be built ({str(e).splitlines()[0][:200]})") from None
     return sum(p.numel() for p in model.parameters())
 
 
@@ -85,6 +89,14 @@ def check_sizes(recipe: Recipe, io: dict[str, Any], out: Path, memory: int | Non
         if n is not None and n * _BYTES_PER_PARAMETER > memory:
             raise RecipeError(f"{key}: {n:,} parameters need about {_size(n * _BYTES_PER_PARAMETER)} to train "
                               f"(weights, gradients, optimizer state), more than the {_size(memory)} of memory available")
+    sizes = [("students", recipe.students)] + ([] if recipe.teacher.path else [("teacher", recipe.teacher)])
+    numbers = next((v for k, v in io.items() if k in ("input_dim", "seq_len") and isinstance(v, int)), 1)
+    for name, section in sizes:
+        batch = section.batch_size
+        if batch > MAX_BATCH or batch * numbers * 4 > memory:
+            raise RecipeError(f"{name}.batch_size: {batch:,} examples of {numbers:,} inputs a batch is about "
+                              f"{_size(batch * numbers * 4)} before any activation, beyond the limit of {MAX_BATCH:,} "
+                              f"examples or the {_size(memory)} of memory available")
     t = recipe.teacher
     if not t.path:
         evaluations = t.steps // t.eval_every
