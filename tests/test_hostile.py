@@ -67,10 +67,9 @@ class _Marker:
 
 
 # --- overrides: (key, value, known bad?) -----------------------------------------------------------
-SIZE_KEYS = ["teacher.steps", "teacher.batch_size", "teacher.eval_every", "teacher.model.width", "teacher.model.depth",
-             "students.model.width", "students.batch_size", "students.eval_every", "task.eval_size",
-             "probe.monomials.off_support"]
-OTHER_KEYS = ["teacher.checkpoint_every", "task.d", "task.k", "teacher.optim.lr", "students.kd.alpha", "students.kd.tau",
+SIZE_KEYS = ["teacher.steps", "teacher.batch_size", "teacher.model.width", "teacher.model.depth",
+             "students.model.width", "students.batch_size", "task.eval_size", "probe.monomials.off_support"]
+OTHER_KEYS = ["teacher.eval_every", "students.eval_every", "teacher.checkpoint_every", "task.d", "task.k", "teacher.optim.lr", "students.kd.alpha", "students.kd.tau",
               "students.steps", "students.seeds", "probe.monomials.degrees", "teacher.optim.betas",
               "students.methods.2.checkpoint", "students.methods.2.switch", "teacher.path", "phases.metric", "device",
               "teacher.seed", "probe.every", "report.target"]
@@ -90,14 +89,15 @@ KNOWN_BAD = {"task.k": ["0", "9", "-2"], "task.d": ["0", "1"], "teacher.optim.lr
              "probe.monomials.degrees": ["[-1]", "[50]", "[0]", "[true]"], "teacher.optim.betas": ["[0.9, 1.0]", "[-0.1, 0.5]"],
              "students.methods.2.checkpoint": ["99999", "-5", "nowhere"], "teacher.path": ["/nonexistent/teacher"],
              "phases.metric": ["bogus"], "device": ["cuda:7", "tpu"], "probe.every": ["0"], "report.target": ["2", "0"],
-             "teacher.checkpoint_every": ["-3"]}
+             "teacher.checkpoint_every": ["-3"], "teacher.eval_every": ["0", "-1", ".inf"],
+             "students.eval_every": ["0", "-2"]}
 
 
 @st.composite
 def override_case(draw):
     overrides, bad = [], False
-    for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from(SIZE_KEYS + OTHER_KEYS + ["teacher.bogus", "teacher..steps", "=5", "students.methods.9.x"]))
+    keys = SIZE_KEYS + OTHER_KEYS + ["teacher.bogus", "teacher..steps", "=5", "students.methods.9.x"]
+    for key in draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True)):  # a later one wins
         choices = [(v, False) for v in GOOD.get(key, [])] + [(v, True) for v in KNOWN_BAD.get(key, []) + ALWAYS_BAD]
         if key in SIZE_KEYS:
             choices += [(v, True) for v in SIZE_BAD]
@@ -179,6 +179,7 @@ CHECKPOINT_BREAKS = {  # name: known bad?
 @st.composite
 def checkpoint_case(draw):
     breaks = draw(st.lists(st.sampled_from(sorted(CHECKPOINT_BREAKS)), min_size=1, max_size=2, unique=True))
+    breaks.sort(key=lambda b: b != "no_curve")  # removing curve.json would undo a broken one
     step = draw(st.sampled_from([0, 10, 20]))
     known = [CHECKPOINT_BREAKS[b] for b in breaks]
     bad = None if "drop_meta" in breaks else True if any(k is True for k in known) else False

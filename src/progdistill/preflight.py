@@ -21,7 +21,8 @@ from .io import CheckpointError
 MAX_LAYERS = 4096  # model depth / layers beyond this are refused before a model is built
 MAX_EVALUATIONS = 10**8  # evaluations of one training run (its curve is kept in memory)
 MAX_BATCH = 2**24  # examples in one training batch
-MAX_CHECKPOINTS = 10**6  # checkpoints of one teacher (their steps are planned in memory)
+MAX_CHECKPOINTS = 10**6
+MAX_PROBE_SETS = 10**6  # probe.monomials.off_support  # checkpoints of one teacher (their steps are planned in memory)
 FLOAT_DTYPES = ("F32", "F16", "BF16")  # dtypes a checkpoint may hold (training is float32; fp16/bf16 AMP)
 _PROBE_EVAL = 256  # held-out examples built to measure an example's bytes
 _BYTES_PER_PARAMETER = 16  # float32 weights, gradients and two optimizer moments (AdamW)
@@ -144,8 +145,17 @@ def check_eval_size(recipe: Recipe, memory: int | None = None) -> None:
 
 
 def check_probe_options(recipe: Recipe) -> None:
-    """Probe options the task decides: `probe.monomials.degrees` within 1..k for the parity task."""
+    """Probe options the task decides, for the parity task: `probe.monomials.degrees` within 1..k, at most
+    MAX_PROBE_SETS off-support sets, probe inputs that fit in memory."""
     monomials = recipe.probe.monomials
+    if monomials is not None and recipe.task.name == "parity":
+        if monomials.off_support > MAX_PROBE_SETS:
+            raise RecipeError(f"probe.monomials.off_support: {monomials.off_support:,} sets per degree is beyond the "
+                              f"limit of {MAX_PROBE_SETS:,}")
+        need = monomials.samples * recipe.task.d * 4
+        if need > available_memory():
+            raise RecipeError(f"probe.monomials.samples: {monomials.samples:,} inputs of {recipe.task.d} signs need "
+                              f"about {_size(need)}, more than the {_size(available_memory())} of memory available")
     if monomials is not None and monomials.degrees is not None and recipe.task.name == "parity":
         k = recipe.task.k
         bad = [j for j in monomials.degrees if not 1 <= j <= k]
