@@ -69,7 +69,8 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
                           "it first (run its recipe again with the same --out)")
     trajectory = Trajectory(t.path)
     check_trajectory(trajectory)
-    wrong = [w for step in trajectory.steps for w in io_mismatches(trajectory.meta(step)["model"], io)][:3]
+    wrong = list(dict.fromkeys(w for step in trajectory.steps  # every checkpoint, each problem once
+                               for w in io_mismatches(trajectory.meta(step)["model"], io)))
     if wrong:
         raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
     return trajectory
