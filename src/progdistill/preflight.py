@@ -70,7 +70,7 @@ def model_parameters(key: str, arch: dict[str, Any], io: dict[str, Any]) -> int 
     try:
         with torch.device("meta"):
             model = build_model(resolved)
-    except (TypeError, OverflowError, RuntimeError, ValueError) as e:  # sizes beyond what PyTorch can index
+    except (TypeError, OverflowError, RuntimeError) as e:  # sizes beyond what PyTorch can index
         raise RecipeError(f"{key}: cannot be built ({str(e).splitlines()[0][:200]})") from None
     return sum(p.numel() for p in model.parameters())
 
