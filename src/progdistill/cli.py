@@ -159,6 +159,8 @@ def cmd_report(args) -> None:
     from .report import write_report
 
     out = Path(args.run)
+    if not (out / "run.json").is_file():
+        raise RecipeError(f"report: {out} is not a run folder (it has no run.json)")
     recipe = validate(read_json(out / "run.json")["config"], str(out / "run.json"))
     traj = finished_teacher(recipe, out)
     if traj is None:
@@ -179,7 +181,7 @@ def cmd_export(args) -> None:
 
 
 def _grammar(args):
-    from .grammar import generate_grammar, load_grammar, truncate_grammar
+    from .grammar import expected_length, generate_grammar, load_grammar, truncate_grammar
 
     if args.source.startswith("generate:"):
         spec = dict(item.split("=", 1) for item in args.source[len("generate:"):].split(",") if item)
@@ -191,7 +193,15 @@ def _grammar(args):
             raise ValueError(f"bad generate: spec {args.source!r}: {e}") from None
     else:
         grammar = load_grammar(args.source)
-    return truncate_grammar(grammar, args.truncate) if args.truncate is not None else grammar
+    grammar = truncate_grammar(grammar, args.truncate) if args.truncate is not None else grammar
+    expected = expected_length(grammar) * args.n
+    if not expected <= MAX_SAMPLED_TOKENS:  # also refuses an infinite mean length (nan / inf)
+        raise ValueError(f"{args.source}: {args.n:,} sentences of mean length {expected_length(grammar):,.4g} are about "
+                         f"{expected:,.4g} tokens, beyond the limit of {MAX_SAMPLED_TOKENS:,} (use a smaller -n or grammar)")
+    return grammar
+
+
+MAX_SAMPLED_TOKENS = 10**8  # `grammar show / sample`: tokens sampled in all (about 8 bytes each, and their trees)
 
 
 def cmd_grammar_show(args) -> None:

@@ -24,6 +24,8 @@ from .layout import student_folder
 from .metric_logging import require_backends
 from .group import Member, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
+from .preflight import (check_eval_size, check_probe_options, check_schedules,
+                        check_sizes, check_trajectory)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
@@ -65,7 +67,9 @@ def teacher_trajectory(recipe: Recipe, io: dict[str, Any]) -> Trajectory:
         raise RecipeError(f"teacher.path {t.path}: this teacher's training was interrupted; finish "
                           "it first (run its recipe again with the same --out)")
     trajectory = Trajectory(t.path)
-    wrong = io_mismatches(trajectory.meta(trajectory.steps[-1]).get("model", {}), io)
+    check_trajectory(trajectory)
+    wrong = list(dict.fromkeys(w for step in trajectory.steps  # every checkpoint, each problem once
+                               for w in io_mismatches(trajectory.meta(step)["model"], io)))
     if wrong:
         raise RecipeError(f"teacher.path {t.path}: its checkpoints were not trained for this task ({'; '.join(wrong)})")
     return trajectory
@@ -96,6 +100,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     # the task's errors (a grammar or corpus missing or unreadable, ...) come before anything is written; a
     # run folder of this recipe lends the task what it derived before (a text task's tokenizer)
     task = check_task_and_models(recipe, folder=out if run_file.is_file() else None)
+    check_sizes(recipe, task.model_io(), out)
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
     inputs.update(task.input_hashes())
@@ -133,6 +138,8 @@ def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
     imported by path, with the task's values filled in), and check that a task imported by path has
     the probes the recipe asks for: every error is a RecipeError naming the recipe key, before any
     file is written. Returns the task (data seed 0, on the CPU; `folder`: see `build_task`)."""
+    check_probe_options(recipe)
+    check_eval_size(recipe)
     try:
         task = build_task(recipe.task, folder=folder)
     except ValueError as e:
@@ -152,7 +159,7 @@ def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
                 raise RecipeError(f"probe.{name}: task {recipe.task.name} has no probe {name!r} (its probes(): "
                                   f"{sorted(available) or 'none'})")
     if recipe.teacher.path:
-        teacher_trajectory(recipe, io)
+        check_schedules(recipe, teacher_trajectory(recipe, io))
     return task
 
 

@@ -1,0 +1,168 @@
+"""A run is planned before anything is written: probe options, a teacher.path trajectory's files and the
+students' schedules over it, sizes that cannot fit; filesystem errors name the path (issue: reliability)."""
+
+import errno
+import re
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from progdistill.cli import main
+from progdistill.config import RecipeError, load_recipe
+from progdistill.io import CheckpointError, OutputError
+from progdistill.preflight import MAX_LAYERS, check_checkpoint_files, check_eval_size, check_sizes
+
+TINY = ["task.d=8", "task.k=2", "task.eval_size=64", "teacher.steps=40", "teacher.checkpoint_every=20",
+        "teacher.eval_every=10", "teacher.model.width=8", "students.model.width=8", "probe.monomials.samples=1000",
+        "probe.monomials.off_support=3"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A finished tiny parity teacher folder (checkpoints 0, 20, 40)."""
+    from progdistill.experiment import train_teacher
+
+    out = tmp_path_factory.mktemp("run")
+    train_teacher(load_recipe("parity-mlp-small", TINY), out, progress=False)
+    return out / "teacher"
+
+
+def _tree(root):
+    """Every file under `root` with its bytes (a folder that does not exist: None)."""
+    if not os.path.exists(root):
+        return None
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _refused(args, tmp_path, capsys, match):
+    """Run the CLI's teacher stage; assert exit 2, one `error:` line matching `match`, no run folder."""
+    out = tmp_path / "out"
+    assert main(["teacher", "parity-mlp-small", *TINY, *args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("degrees", ["[-1]", "[50]", "[0, 1]", "[3]"])
+def test_probe_degrees_outside_1_to_k_are_refused_before_writing(tmp_path, capsys, degrees):
+    _refused([f"probe.monomials.degrees={degrees}"], tmp_path, capsys, r"probe\.monomials\.degrees: \[.*\] outside 1\.\.2")
+
+
+def test_schedules_are_resolved_against_teacher_path_before_writing(teacher, tmp_path, capsys):
+    _refused([f"teacher.path={teacher}", "students.methods=[{name: two-shot, checkpoint: 99999, switch: 10}]"],
+             tmp_path, capsys, r"method 'two-shot': checkpoint 99999 is past the teacher's last saved step \(40\)")
+
+
+def _copy(teacher, tmp_path):
+    folder = tmp_path / "teacher"
+    shutil.copytree(teacher, folder)
+    return folder
+
+
+def test_truncated_or_garbage_checkpoints_are_refused_before_writing(teacher, tmp_path, capsys):
+    folder = _copy(teacher, tmp_path)
+    file = folder / "checkpoint-20" / "model.safetensors"
+    before = _tree(folder)
+    file.write_bytes(file.read_bytes()[:-10])
+    _refused([f"teacher.path={folder}"], tmp_path, capsys, rf"{file}: cannot read checkpoint \(truncated or not safetensors\?\)")
+    file.write_bytes(b"\x80\x04garbage that is not safetensors")
+    with pytest.raises(CheckpointError, match=rf"{file}: cannot read checkpoint"):
+        check_checkpoint_files(folder, [0, 20, 40])
+    assert before.keys() == _tree(folder).keys()
+
+
+def test_a_trajectory_of_one_checkpoint_is_refused(teacher, tmp_path, capsys):
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    shutil.copytree(teacher / "checkpoint-0", folder / "checkpoint-0")
+    _refused([f"teacher.path={folder}"], tmp_path, capsys, r"a trajectory needs at least 2 checkpoints, found 1 "
+                                                           r"\(checkpoint-0\)")
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.int8, "I8"), (torch.float64, "F64")])
+def test_a_checkpoint_resaved_in_another_dtype_is_refused_not_cast(teacher, tmp_path, capsys, dtype, name):
+    folder = _copy(teacher, tmp_path)
+    file = folder / "checkpoint-40" / "model.safetensors"
+    save_file({k: v.to(dtype) for k, v in load_file(file).items()}, file)
+    _refused([f"teacher.path={folder}"], tmp_path, capsys, rf"{file}: tensors of dtype {name}; .*not cast silently")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("teacher.model.width=1000000000", r"teacher\.model: 11,000,000,002 parameters need about .* GiB to train"),
+    ("students.model.width=1000000000", r"students\.model: 11,000,000,002 parameters need about"),
+    ("teacher.model.depth=1000000", rf"teacher\.model\.depth: 1,000,000 layers is beyond the limit of {MAX_LAYERS:,}"),
+    ("teacher.steps=99999999999999999999999", r"teacher\.steps: 99,999,999,999,999,999,999,999 steps evaluated every 10 "
+                                              r"is .* evaluations, beyond the limit"),
+    ("students.steps=[99999999999999999999999]", r"students\.steps: budget 99,999,999,999,999,999,999,999"),
+])
+def test_sizes_that_cannot_fit_are_refused_with_the_key_and_estimate(tmp_path, capsys, override, match):
+    _refused([override], tmp_path, capsys, match)
+
+
+def test_checkpoints_that_cannot_fit_on_disk_are_refused(tmp_path):
+    recipe = load_recipe("parity-mlp-small", [*TINY, "teacher.steps=1000000000000000000",
+                                              "teacher.eval_every=1000000000000000000", "teacher.checkpoint_every=1"])
+    with pytest.raises(RecipeError, match=r"teacher\.checkpoint_every: 1,000,000,000,000,000,000 steps saved every 1 "
+                                          r"is about 1,000,000,000,000,000,002 checkpoints, beyond the limit"):
+        check_sizes(recipe, {"input_dim": 8, "num_classes": 2}, tmp_path)
+    recipe = load_recipe("parity-mlp-small", [*TINY, "teacher.steps=1000", "teacher.checkpoint_every=1"])
+    with pytest.raises(RecipeError, match=r"about 1,002 checkpoints of 360 bytes, 352\.3 KiB in all, more than the "
+                                          r"1\.0 KiB free under"):
+        check_sizes(recipe, {"input_dim": 8, "num_classes": 2}, tmp_path, disk=1024)
+
+
+def test_a_held_out_set_that_cannot_fit_is_refused():
+    recipe = load_recipe("parity-mlp-small", ["task.eval_size=1000000000000"])
+    with pytest.raises(RecipeError, match=r"task\.eval_size: 1,000,000,000,000 held-out examples need about .* TiB"):
+        check_eval_size(recipe)
+    check_eval_size(load_recipe("parity-mlp-small", ["task.eval_size=2000000"]), memory=10**12)  # fits
+
+
+def test_grammar_sizes_beyond_the_limit_are_refused(capsys):
+    assert main(["grammar", "show", "generate:levels=40,rhs_lengths=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mean length 2.199e+12 are about 2.199e+16 tokens, beyond the limit" in err
+
+
+def test_filesystem_errors_name_the_path(tmp_path, capsys, monkeypatch):
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("name: r\n")
+    assert main(["report", str(recipe_file)]) == 2
+    assert capsys.readouterr().err == f"error: report: {recipe_file} is not a run folder (it has no run.json)\n"
+    assert main(["teacher", "parity-mlp-small", *TINY, "--out", str(recipe_file / "sub"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {recipe_file}/sub: Not a directory\n"
+    out = tmp_path / "ro"
+    out.mkdir()
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # a read-only filesystem (chmod does not stop root)
+        if str(path).startswith(str(out)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(["teacher", "parity-mlp-small", *TINY, "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {out}/.lock: Read-only file system\n"
+    assert list(out.iterdir()) == []
+    assert recipe_file.read_text() == "name: r\n"
+    with pytest.raises(OutputError):
+        from progdistill.io import write_json
+        write_json(out / "x.json", {})
+
+
+@pytest.mark.parametrize("file, content, match", [
+    ("checkpoint-40/meta.json", "[]", r"checkpoint-40/meta\.json: expected an object with a 'model' architecture"),
+    ("checkpoint-40/meta.json", '{"model": 5}', r"checkpoint-40/meta\.json: expected an object with a 'model'"),
+    ("checkpoint-20/meta.json", '{"model": {"type": "mlp", "input_dim": 8, "num_classes": 2}}',
+     r"checkpoint-20/meta\.json: cannot rebuild its model: .*width"),
+    ("curve.json", "[]", r"curve\.json: expected a non-empty list of evaluations, got list"),
+    ("curve.json", '[{"step": 0, "loss": 1.0}]', r"curve\.json: entry 0 has no number 'accuracy'"),
+])
+def test_malformed_trajectory_metadata_is_refused_before_writing(teacher, tmp_path, capsys, file, content, match):
+    folder = _copy(teacher, tmp_path)
+    (folder / file).write_text(content)
+    _refused([f"teacher.path={folder}"], tmp_path, capsys, match)
