@@ -18,6 +18,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from tiny import parity_tiny  # noqa: E402
 from progdistill import experiment  # noqa: E402
 from progdistill.cli import main  # noqa: E402
 from progdistill.config import load_recipe  # noqa: E402
@@ -25,33 +26,7 @@ from progdistill.config import load_recipe  # noqa: E402
 EXAMPLES = int(os.environ.get("PROGDISTILL_HOSTILE_EXAMPLES", "1000"))
 COUNTS: collections.Counter = collections.Counter()
 
-TINY = """\
-name: tiny
-device: cpu
-threads: 1
-workers: 1
-task: {name: parity, d: 8, k: 2, eval_size: 64}
-teacher:
-  model: {type: mlp, width: 8}
-  steps: 20
-  batch_size: 8
-  optim: {name: sgd, lr: 0.05}
-  eval_every: 10
-  checkpoint_every: 10
-phases: {metric: accuracy}
-probe:
-  monomials: {samples: 1000, off_support: 3}
-students:
-  model: {type: mlp, width: 8}
-  steps: [20]
-  batch_size: 8
-  optim: {name: sgd, lr: 0.05}
-  eval_every: 10
-  kd: {alpha: 0.0, tau: 0.0}
-  seeds: [0]
-  methods: [ce, one-shot, {name: two-shot, checkpoint: 10, switch: 10}]
-report: {target: 0.9}
-"""
+TINY = parity_tiny()
 
 PAYLOAD = "!!python/object/apply:os.system ['touch {marker}']"
 

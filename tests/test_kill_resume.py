@@ -9,39 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tiny import parity_tiny  # noqa: E402
 from progdistill.config import load_recipe
 from progdistill.experiment import finished_teacher
 
 KILLS = int(os.environ.get("PROGDISTILL_KILLS", "20"))
 SEED = int(os.environ.get("PROGDISTILL_KILL_SEED", "0"))
 
-TINY = """\
-name: tiny
-device: cpu
-threads: 1
-workers: 1
-task: {name: parity, d: 8, k: 2, eval_size: 64}
-teacher:
-  model: {type: mlp, width: 8}
-  steps: 40
-  batch_size: 8
-  optim: {name: sgd, lr: 0.05}
-  eval_every: 10
-  checkpoint_every: 20
-phases: {metric: accuracy}
-probe:
-  monomials: {samples: 1000, off_support: 3}
-students:
-  model: {type: mlp, width: 8}
-  steps: [20]
-  batch_size: 8
-  optim: {name: sgd, lr: 0.05}
-  eval_every: 10
-  kd: {alpha: 0.0, tau: 0.0}
-  seeds: [0]
-  methods: [ce, one-shot, {name: two-shot, checkpoint: 20, switch: 10}]
-report: {target: 0.9}
-"""
+TINY = parity_tiny(teacher_steps=40, checkpoint_every=20, two_shot_checkpoint=20)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the runner forks its children")
