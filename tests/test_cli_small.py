@@ -26,10 +26,22 @@ def test_version(capsys):
 
 
 def test_run_without_arguments_asks_only_for_the_recipe(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         main(["run"])
     err = capsys.readouterr().err
     assert "the following arguments are required: recipe" in err and "overrides" not in err.splitlines()[-1]
+    assert stop.value.code == 2 and err.startswith("error: progdistill run: ") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [(["run", "x.yaml", "--jobs", "0"], "argument --jobs: must be a positive"),
+                                           ([], "the following arguments are required: command"),
+                                           (["grammar", "sample", "g.txt", "-n", "-1"], "-n")])
+def test_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: progdistill") and len(err.splitlines()) == 1, err
+    assert message in err
 
 
 def test_recipes_show_prints_only_that_recipe(capsys):

@@ -471,3 +471,15 @@ def test_cli_grammar_show_with_truncation(capsys) -> None:
     assert main(["grammar", "show", "generate:levels=2,seed=0", "-n", "100", "--truncate", "0"]) == 0
     out = capsys.readouterr().out  # the root is the only non-terminal: one-token sentences
     assert "level 1:" not in out and "median 1 (p1 1, p99 1)" in out
+
+
+@pytest.mark.parametrize("spec, message", [("generate:levels=abc", "generate.levels: Input should be a valid integer"),
+                                           ("generate:foo=1", "generate.foo: unknown key"),
+                                           ("generate:levels=-1", "generate.levels: Input should be greater than or equal to 1"),
+                                           ("generate:levels", "'levels' is not KEY=VALUE")])
+def test_a_bad_generate_spec_names_its_key(spec, message, capsys):
+    from progdistill.cli import main
+
+    assert main(["grammar", "show", spec, "-n", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import RecipeError, load_recipe, recipe_names, recipe_text
@@ -184,13 +185,17 @@ def _grammar(args):
     from .grammar import expected_length, generate_grammar, load_grammar, truncate_grammar
 
     if args.source.startswith("generate:"):
-        spec = dict(item.split("=", 1) for item in args.source[len("generate:"):].split(",") if item)
-        try:
-            kwargs = {k: (tuple(int(x) for x in v.split("/")) if k == "rhs_lengths" else int(v))
-                      for k, v in spec.items()}
-            grammar = generate_grammar(**kwargs)
-        except TypeError as e:
-            raise ValueError(f"bad generate: spec {args.source!r}: {e}") from None
+        from .config import GenerateSpec, validate_section
+
+        items = [item for item in args.source[len("generate:"):].split(",") if item]
+        bad = [item for item in items if "=" not in item]
+        if bad:
+            raise ValueError(f"{args.source}: {bad[0]!r} is not KEY=VALUE (e.g. generate:levels=3,rhs_lengths=2/3)")
+        spec = dict(item.split("=", 1) for item in items)
+        if "rhs_lengths" in spec:
+            spec["rhs_lengths"] = spec["rhs_lengths"].split("/")
+        checked = validate_section(GenerateSpec, spec, "generate")  # names the bad key, as a recipe would
+        grammar = generate_grammar(**checked.model_dump())
     else:
         grammar = load_grammar(args.source)
     grammar = truncate_grammar(grammar, args.truncate) if args.truncate is not None else grammar
@@ -229,8 +234,16 @@ def cmd_grammar_sample(args) -> None:
                 print(f"  level {level + 1}: " + " ".join(names[a] for a in sample.ancestors[i, :n, level]))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line `error: PROG: message` and exit 2, like every other bad input
+    (`--help` still prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="progdistill",
         description="Progressive distillation: train a teacher, probe its trajectory, distill students "
                     "from its checkpoints with several schedules, and report.")
