@@ -39,6 +39,15 @@ from progdistill.trajectory import Trajectory, save_checkpoint
 METHODS = ["ce", "one-shot", "progressive", "two-shot"]
 
 
+def train_all(mode: str, group, trajectory) -> None:
+    """Train the students of `group`: "together" as one batched group, else one by one with `train`."""
+    if mode == "together":
+        train_group(group, trajectory, progress=False)
+    else:
+        for m in group:
+            train(m.model, m.task, m.cfg, m.out, m.meta, m.schedule, trajectory, progress=False,
+                  teacher_cache=m.teacher_cache)
+
 def setting(recipe_name: str, steps: int, students: int, root: Path):
     """Tasks, members (a function making fresh ones), trajectory for one setting."""
     recipe = load_recipe(recipe_name)
@@ -87,12 +96,7 @@ def run(name: str, recipe: str, steps: int, students: int, repeats: int) -> None
             for mode in times:
                 group = members(root / f"{mode}-{r}")
                 start = time.perf_counter()
-                if mode == "together":
-                    train_group(group, trajectory, progress=False)
-                else:
-                    for m in group:
-                        train(m.model, m.task, m.cfg, m.out, m.meta, m.schedule, trajectory, progress=False,
-                              teacher_cache=m.teacher_cache)
+                train_all(mode, group, trajectory)
                 times[mode].append(time.perf_counter() - start)
                 weights[mode] = [torch.cat([p.detach().flatten() for p in m.model.parameters()]) for m in group]
         samples = students * steps * cfg.batch_size
@@ -136,12 +140,7 @@ def profile(name: str, recipe: str, steps: int, students: int) -> None:
             for m in group:
                 m.cfg = replace(m.cfg, eval_every=10**9)  # evaluations only at the ends, outside the profile
             with torch_profile() as prof:
-                if mode == "together":
-                    train_group(group, trajectory, progress=False)
-                else:
-                    for m in group:
-                        train(m.model, m.task, m.cfg, m.out, m.meta, m.schedule, trajectory, progress=False,
-                              teacher_cache=m.teacher_cache)
+                train_all(mode, group, trajectory)
             totals: dict[str, float] = {}
             for event in prof.key_averages():
                 label = next((lab for lab, keys in CATEGORIES if any(k in event.key for k in keys)), "rest (framework,"
