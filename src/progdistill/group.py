@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -158,7 +159,7 @@ class _Group:
         # TrainingLosses before an evaluation or a saved state: `_flush`)
         n = len(members)
         self.loss_sum, self.kd_sum = torch.zeros(n, device=self.device), torch.zeros(n, device=self.device)
-        self.loss_steps, self.kd_steps = [0] * n, [0] * n
+        self.loss_steps, self.kd_steps = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         for m, s in zip(members, saved):
             if s is not None:
                 m.model.load_state_dict(s[1])
@@ -227,9 +228,9 @@ class _Group:
         index = torch.tensor(live, device=self.device)
         self.loss_sum.index_add_(0, index, per_model.detach())
         taught = [t is not None for t in teacher]
-        for g, has_kd in zip(live, taught):
-            self.loss_steps[g] += 1
-            self.kd_steps[g] += has_kd and kd_terms is not None
+        self.loss_steps[live] += 1
+        if kd_terms is not None:
+            self.kd_steps[live] += np.array(taught, dtype=np.int64)
         if kd_terms is not None and any(taught):
             self.kd_sum.index_add_(0, index, kd_terms.detach() * torch.tensor(taught, device=self.device))
         if self.cfg.optim.grad_clip:
@@ -278,9 +279,9 @@ class _Group:
         """Move member g's training losses since its last evaluation into its Run (metrics.jsonl, state)."""
         losses = self.runs[g].losses
         state = losses.state_dict()
-        losses.load_state_dict({"steps": state["steps"] + self.loss_steps[g],
+        losses.load_state_dict({"steps": state["steps"] + int(self.loss_steps[g]),
                                 "loss": state["loss"] + float(self.loss_sum[g]),
-                                "kd_steps": state["kd_steps"] + self.kd_steps[g],
+                                "kd_steps": state["kd_steps"] + int(self.kd_steps[g]),
                                 "kd": state["kd"] + float(self.kd_sum[g])})
         self.loss_sum[g] = 0.0
         self.kd_sum[g] = 0.0
