@@ -270,6 +270,7 @@ def test_run_groups_students_with_the_numbers_of_one_at_a_time(tmp_path):
     groups, _ = student_groups(recipe, grouped, trajectory, phases, student_jobs(recipe, trajectory))
     assert sorted(len(g) for g in groups) == [4, 4, 4, 4]  # 16 students, at most 5 a group
     assert len({b for _, b, _ in groups[0]}) == 1  # one budget: they leave together
+    assert len({seed for _, _, seed in groups[0]}) == 1  # one seed: they share each step's batch
     assert train_students(recipe, grouped, trajectory, phases, groups[0], progress=False, stop_at=40) == []
     assert len(list(grouped.glob("students/*/*/*/state/state.json"))) == len(groups[0])
     assert main(["distill", str(recipe_file), "--out", str(grouped), "--quiet", "students.group_size=7"]) == 0
