@@ -22,7 +22,7 @@ from .io import (CheckpointError, config_hash, environment_info, file_hash, read
                  write_json, write_text)
 from .layout import student_folder
 from .metric_logging import require_backends
-from .group import Member, group_key, memory_per_student, plan_groups, train_group
+from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .preflight import (check_eval_size, check_probe_options, check_schedules,
                         check_sizes, check_trajectory)
@@ -552,8 +552,10 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     `students.group_memory_mb` says so); only students that resume from the same step together, and,
     where batches are padded to a common width (tasks with a padding token and no `fixed_width`), only
     students of one seed, whose batches have one width; ordered by seed (students of a seed share each
-    step's batch and teacher outputs), budget and method; at least `workers` groups
-    (the executor's concurrent jobs; default: the recipe's `workers`) where there are enough students.
+    step's batch and teacher outputs), budget and method; then split further while that shortens the
+    run on `workers` concurrent jobs (default: the recipe's `workers`; `group.balance_groups`, a
+    group's cost its students' steps), at least `workers` groups where there are enough students,
+    costliest first.
     Also returns the most students one held-out forward pass may evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
@@ -580,11 +582,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     for _, part in sorted(parts.items()):
         keys = [(seed, b, order.get(m.display, len(order)), m.display) for m, b, seed in part]
         groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
-    while groups and len(groups) < (workers or recipe.workers) and max(len(g) for g in groups) > 1:  # work for all
-        largest = max(groups, key=len)
-        groups.remove(largest)
-        groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
-    return groups, eval_chunk
+    return balance_groups(groups, lambda job: job[1], workers or recipe.workers), eval_chunk
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
