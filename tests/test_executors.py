@@ -1,5 +1,5 @@
-"""Executors: the student group jobs give the same run folder in this process, in local processes and
-on a local Ray instance; bad executor settings stop before any file is written; the thread rule."""
+"""Executors: the student group jobs and the probe jobs give the same run folder in this process, in
+local processes and on a local Ray instance; bad executor settings stop before any file is written; the thread rule."""
 
 import json
 import shutil
@@ -22,6 +22,7 @@ SMALL = textwrap.dedent("""
       eval_every: 25
       checkpoint_every: 50
     phases: {metric: accuracy}
+    probe: {monomials: {samples: 2000, off_support: 5}}
     students:
       model: {type: mlp, width: 16}
       steps: 150
@@ -102,11 +103,16 @@ def test_every_executor_gives_the_same_summary(tmp_path):
     assert main(["distill", str(recipe), "--out", str(default), "--quiet"]) == 0
     expected = _summary(recipe, default)
     assert len(json.loads(expected)) == 2
+    assert main(["probe", str(recipe), "--out", str(default), "--quiet"]) == 0
+    probes = (default / "probes" / "teacher_monomials.json").read_bytes()
+    assert len(json.loads(probes)) == 13  # every checkpoint, 0 to 600
 
     processes = tmp_path / "jobs"
     _without_students(teacher, processes)
     assert main(["distill", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
     assert _summary(recipe, processes) == expected
+    assert main(["probe", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
+    assert (processes / "probes" / "teacher_monomials.json").read_bytes() == probes  # checkpoints split in 2 jobs
     # resumable: `run` finds every student finished and trains none
     before = {p: p.stat().st_mtime_ns for p in (processes / "students").rglob("*.json")}
     assert main(["run", str(recipe), "--out", str(processes), "--jobs", "2", "--quiet"]) == 0
@@ -119,6 +125,8 @@ def test_every_executor_gives_the_same_summary(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         assert main(["distill", str(recipe), "--out", str(on_ray), "--executor", "ray", "--quiet"]) == 0
+        assert main(["probe", str(recipe), "--out", str(on_ray), "--executor", "ray", "--jobs", "2", "--quiet"]) == 0
     finally:
         ray.shutdown()
     assert _summary(recipe, on_ray) == expected
+    assert (on_ray / "probes" / "teacher_monomials.json").read_bytes() == probes

@@ -7,7 +7,8 @@ import torch
 
 from progdistill.batched import Stack, StackedOptimizer
 from progdistill.grammar import generate_grammar
-from progdistill.group import Member, StackedModel, memory_per_student, plan_groups, train_group
+from progdistill.group import (Member, StackedModel, balance_groups, makespan, memory_per_student, plan_groups,
+                               train_group)
 from progdistill.io import read_json
 from progdistill.models import build_model, resolve_architecture
 from progdistill.schedule import make_schedule
@@ -205,6 +206,24 @@ def test_group_refuses_members_it_cannot_stack(parity, tmp_path):
                     progress=False)
 
 
+def test_makespan_and_balance_groups_by_hand():
+    # costliest first onto the least loaded worker: 3 | 3, then 2 + 2 | 2 -> 3 + 2 + 2 = 7
+    assert makespan([2, 3, 2, 3, 2], 2) == 7 and makespan([5], 4) == 5 and makespan([], 2) == 0
+    # three equal groups of 8 on 2 workers take 2 group-times; splitting one in halves takes 1.5
+    groups = [[("a", 1)] * 8, [("b", 1)] * 8, [("c", 1)] * 8]
+    balanced = balance_groups(groups, lambda item: item[1], 2)
+    assert sorted(len(g) for g in balanced) == [4, 4, 8, 8]
+    assert makespan([len(g) for g in balanced], 2) == 12
+    # already balanced: left alone; costliest first
+    two = [[("x", 3)] * 2, [("y", 1)] * 5]
+    assert balance_groups(two, lambda item: item[1], 2) == [[("x", 3)] * 2, [("y", 1)] * 5]
+    # fewer groups than workers: split until every worker has one (a single item is never split)
+    assert sorted(len(g) for g in balance_groups([[1, 1, 1, 1]], lambda item: item, 4)) == [1, 1, 1, 1]
+    assert balance_groups([[7]], lambda item: item, 3) == [[7]]
+    # one worker: nothing to gain
+    assert balance_groups(groups, lambda item: item[1], 1) == groups
+
+
 def test_plan_groups_caps_sizes_and_keeps_equal_keys_together():
     keys = [(b, s) for b in (300, 600) for s in (0, 1, 2)] * 3  # 18 students
     groups = plan_groups(keys, 8)
@@ -270,6 +289,7 @@ def test_run_groups_students_with_the_numbers_of_one_at_a_time(tmp_path):
     groups, _ = student_groups(recipe, grouped, trajectory, phases, student_jobs(recipe, trajectory))
     assert sorted(len(g) for g in groups) == [4, 4, 4, 4]  # 16 students, at most 5 a group
     assert len({b for _, b, _ in groups[0]}) == 1  # one budget: they leave together
+    assert len({seed for _, _, seed in groups[0]}) == 1  # one seed: they share each step's batch
     assert train_students(recipe, grouped, trajectory, phases, groups[0], progress=False, stop_at=40) == []
     assert len(list(grouped.glob("students/*/*/*/state/state.json"))) == len(groups[0])
     assert main(["distill", str(recipe_file), "--out", str(grouped), "--quiet", "students.group_size=7"]) == 0

@@ -173,6 +173,21 @@ def test_trainer_teacher_distills_students_with_every_method(tmp_path, trainer_r
         assert loaded.config.hidden_size == 16
 
 
+def test_worker_processes_open_the_trainer_folder_again(tmp_path, trainer_run):
+    """Probe and student jobs in other processes (`--jobs 2`) open `teacher.path` themselves and give
+    the run folder of one process."""
+    probe = "{ngram: {sentences: 8, n_max: 1, positions: 2}}"
+    recipe = recipe_file(tmp_path, str(trainer_run), BUILTIN_BERT, methods="[ce, {name: two-shot, checkpoint: 40, switch: 10}]",
+                         sweep="null", probe=probe)
+    runs = {jobs: tmp_path / f"jobs-{jobs}" for jobs in ("1", "2")}
+    for jobs, out in runs.items():
+        assert main(["run", str(recipe), "--out", str(out), "--quiet", "--jobs", jobs]) == 0
+    one, two = (json.loads((out / "summary.json").read_text()) for out in runs.values())
+    assert one["methods"] == two["methods"] and set(one["methods"]) == {"ce", "two-shot"}
+    files = [f"probes/teacher_ngram.json", "students/two-shot/budget-20/seed-0/curve.json"]
+    assert [(runs["1"] / f).read_bytes() for f in files] == [(runs["2"] / f).read_bytes() for f in files]
+
+
 def test_trainer_folder_without_eval_entries_is_evaluated_once(tmp_path, trainer_run, pickle_spy):
     """No eval in log_history: progdistill evaluates the checkpoints on the task and caches the curve in the run
     folder. A checkpoint with only pytorch_model.bin is read with weights_only=True; the pickled Trainer files,

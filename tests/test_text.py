@@ -272,6 +272,7 @@ def test_text_pipeline_end_to_end_and_resume(corpus_file, tmp_path, capsys):
     assert len(json.loads((out / "probes" / "teacher_ngram.json").read_text())) == 4
     report = (out / "report.md").read_text()
     assert "## Corpus and tokenizer" in report and "## Curriculum probe: n-gram reliance" in report
+    assert "Bayes-optimal" not in report  # text has no grammar, hence no exact predictor to draw
     # a resumed run reuses the saved tokenizer; a changed corpus is refused, nothing written
     assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
     assert (out / "tokenizer.json").read_text() == saved
@@ -282,6 +283,32 @@ def test_text_pipeline_end_to_end_and_resume(corpus_file, tmp_path, capsys):
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert main(["run", str(recipe), "--out", str(out), "--quiet", "task.vocab_size=50"]) == 2
     assert "task.vocab_size: 60 -> 50" in capsys.readouterr().err
+
+
+def test_students_of_all_seeds_share_a_group_with_the_numbers_of_one_at_a_time(corpus_file, tmp_path):
+    """Packed text has one batch width whatever the seed, so students of different seeds are grouped
+    together (no padding) and give bit for bit the numbers of students trained one at a time."""
+    import shutil
+
+    from progdistill.experiment import student_groups, student_jobs, teacher_phases
+    from progdistill.trajectory import Trajectory
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.format(path=corpus_file).replace("seeds: [0]", "seeds: [0, 1]"))
+    one, grouped = tmp_path / "one", tmp_path / "grouped"
+    assert main(["teacher", str(recipe), "--out", str(one), "--quiet"]) == 0
+    shutil.copytree(one, grouped)
+    loaded = load_recipe(str(recipe), ["workers=1"])
+    trajectory = Trajectory(grouped / "teacher")
+    groups, _ = student_groups(loaded, grouped, trajectory, teacher_phases(loaded, trajectory, grouped),
+                               student_jobs(loaded, trajectory))
+    assert [sorted({seed for _, _, seed in g}) for g in groups] == [[0, 1]]
+    assert main(["distill", str(recipe), "--out", str(one), "--quiet", "students.group_size=1"]) == 0
+    assert main(["distill", str(recipe), "--out", str(grouped), "--quiet", "workers=1"]) == 0
+    for method in ("ce", "one-shot", "two-shot"):
+        for seed in (0, 1):
+            path = f"students/{method}/budget-10/seed-{seed}/curve.json"
+            assert (one / path).read_text() == (grouped / path).read_text()
 
 
 @pytest.mark.parametrize("name, content, message", [

@@ -136,8 +136,12 @@ def cmd_teacher(args) -> None:
 def cmd_probe(args) -> None:
     from .experiment import probe_trajectory
 
-    recipe, out, trajectory, phases = _teacher_stage(args)
-    probe_trajectory(recipe, trajectory, out, phases, not args.quiet)
+    executor = _executor(args, load_recipe(args.recipe, args.overrides))
+    try:
+        recipe, out, trajectory, phases = _teacher_stage(args)
+        probe_trajectory(recipe, trajectory, out, phases, not args.quiet, executor)
+    finally:
+        executor.close()
     print(f"probe results: {out / 'probes'}")
 
 
@@ -261,13 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--log", action="append", default=[], choices=["tensorboard", "wandb"],
                            help="also send the live metrics (written to every model's metrics.jsonl) to TensorBoard "
                                 "or Weights & Biases in offline mode; repeatable; needs the extra of that name")
-        if name in ("run", "distill"):
+        if name in ("run", "probe", "distill"):
             p.add_argument("--executor", default="local", metavar="NAME",
-                           help="where the student group jobs run: local (this process, or --jobs processes) or "
+                           help="where the probe and student group jobs run: local (this process, or --jobs processes) or "
                                 "ray (needs the ray extra; a local Ray instance unless --ray-address); see "
                                 "docs/executors.md")
             p.add_argument("--jobs", type=_positive, metavar="N",
-                           help="student group jobs at once (default: the recipe's workers; on Ray, the cluster's "
+                           help="probe and student group jobs at once (default: the recipe's workers; on Ray, the cluster's "
                                 "CPUs); each gets threads/N torch threads")
             p.add_argument("--ray-address", metavar="ADDR",
                            help="the Ray cluster to use (ray.init(address=ADDR), e.g. auto or ray://head:10001)")

@@ -22,7 +22,7 @@ from .io import (CheckpointError, config_hash, environment_info, file_hash, read
                  write_json, write_text)
 from .layout import student_folder
 from .metric_logging import require_backends
-from .group import Member, group_key, memory_per_student, plan_groups, train_group
+from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .preflight import (check_eval_size, check_probe_options, check_schedules,
                         check_sizes, check_trajectory)
@@ -303,8 +303,11 @@ def probe_steps(recipe: Recipe, trajectory: Trajectory, phases: Phases | None) -
 
 
 def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: Phases | None = None,
-                     progress: bool = True) -> dict[str, Any]:
-    """Run the task's configured probes on the teacher's checkpoints (results in out/probes/)."""
+                     progress: bool = True, executor: Executor | None = None) -> dict[str, Any]:
+    """Run the task's configured probes on the teacher's checkpoints (results in out/probes/). The
+    checkpoints of a probe are split between the jobs of `executor` (default: the recipe's `workers`
+    local processes, or this process when 1; see executors.py); each job probes its checkpoints and
+    returns their rows, and this process writes the probe's file once every checkpoint is done."""
     task = build_task(recipe.task, device=recipe.device, folder=out)
     available = task.probes()
     steps = probe_steps(recipe, trajectory, phases)
@@ -316,16 +319,54 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
         if done is not None:
             results[name] = done
             continue
-        rows = []
-        for step in tqdm(steps, desc=f"probe {name}", disable=not progress, leave=False):
-            model = trajectory.load(step, recipe.device)
-            rows.append({"step": step, **trajectory.meta(step).get("eval", {}),
-                         "result": available[name](model, **options)})
+        executor = executor or make_executor("local", recipe.workers)
+        if isinstance(executor, InProcess) or len(steps) < 2:
+            rows = probe_rows(available[name], options, trajectory, steps, recipe.device, progress, f"probe {name}")
+        else:
+            parts = [steps[i::executor.jobs] for i in range(min(executor.jobs, len(steps)))]
+            threads = executor.threads(recipe.threads)
+            args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), name)
+            found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}")
+            by_step = {row["step"]: row for part in found for row in part}
+            rows = [by_step[step] for step in steps]
         write_json(file, rows)
         results[name] = rows
     if recipe.probe.oracle:
         results["oracle"] = probe_oracle(recipe, task, out, source)
     return results
+
+
+def probe_rows(probe: Callable[..., dict[str, Any]], options: dict[str, Any], trajectory: Trajectory,
+               steps: Sequence[int], device: str, progress: bool = False, desc: str = "probe") -> list[dict[str, Any]]:
+    """One row per teacher checkpoint in `steps`: its step, its evaluation (loss, accuracy) and
+    `probe(model, **options)` as "result"."""
+    rows = []
+    for step in tqdm(steps, desc=desc, disable=not progress, leave=False):
+        model = trajectory.load(step, device)
+        rows.append({"step": step, **trajectory.meta(step).get("eval", {}), "result": probe(model, **options)})
+    return rows
+
+
+def _job_trajectory(recipe: Recipe, out: Path, trajectory_root: str) -> Trajectory:
+    """The teacher trajectory as a job in another process opens it again: `teacher.path` (a progdistill
+    folder, a Trainer folder or hub revisions, whose curve is cached in the run folder) or the run's
+    own teacher folder at `trajectory_root`."""
+    if recipe.teacher.path:
+        found = finished_teacher(recipe, out)
+        assert found is not None  # a teacher.path is finished by definition
+        return found
+    return Trajectory(trajectory_root)
+
+
+def _probe_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, name: str, steps: list[int],
+               threads: int) -> list[dict[str, Any]]:
+    """One probe job as an executor runs it: the probe `name` on the teacher checkpoints `steps`, with
+    `threads` torch threads; returns the rows (see `probe_rows`)."""
+    recipe = validate(recipe_json)
+    torch.set_num_threads(threads)
+    task = build_task(recipe.task, device=recipe.device, folder=Path(out))
+    trajectory = _job_trajectory(recipe, Path(out), trajectory_root)
+    return probe_rows(task.probes()[name], recipe.probe.enabled()[name], trajectory, steps, recipe.device)
 
 
 def source_probes(recipe: Recipe) -> Path | None:
@@ -499,7 +540,7 @@ def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, ph
     recipe = validate(recipe_json)
     torch.set_num_threads(threads or threads_per_job(recipe.workers, recipe.threads))
     ph = Phases(**phases) if phases else None
-    return train_students(recipe, Path(out), Trajectory(trajectory_root), ph,
+    return train_students(recipe, Path(out), _job_trajectory(recipe, Path(out), trajectory_root), ph,
                           [(METHOD.validate_python(m), b, seed) for m, b, seed in jobs], progress=False,
                           eval_chunk=eval_chunk, log=log)
 
@@ -509,9 +550,12 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
                    ) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
     """The unfinished students split into group jobs: at most `students.group_size` each (fewer where
     `students.group_memory_mb` says so); only students that resume from the same step together, and,
-    where batches are padded to a common width (tasks with a padding token), only students of one
-    seed, whose batches have one width; then by budget, seed and method; at least `workers` groups
-    (the executor's concurrent jobs; default: the recipe's `workers`) where there are enough students.
+    where batches are padded to a common width (tasks with a padding token and no `fixed_width`), only
+    students of one seed, whose batches have one width; ordered by seed (students of a seed share each
+    step's batch and teacher outputs), budget and method; then split further while that shortens the
+    run on `workers` concurrent jobs (default: the recipe's `workers`; `group.balance_groups`, a
+    group's cost its students' steps), at least `workers` groups where there are enough students,
+    costliest first.
     Also returns the most students one held-out forward pass may evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
@@ -525,7 +569,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
             budget = s.group_memory_mb * 2**20
             size = max(1, min(size, budget // train_bytes))
             eval_chunk = max(1, budget // eval_bytes)
-            padded = "pad_id" in probe.task.model_io()
+            padded = "pad_id" in probe.task.model_io() and not getattr(probe.task, "fixed_width", False)
     if size == 1:
         return [[job] for job in pending], None
     parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
@@ -536,13 +580,9 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     order = {m.display: i for i, m in enumerate(s.methods)}
     groups = []
     for _, part in sorted(parts.items()):
-        keys = [(b, seed, order.get(m.display, len(order)), m.display) for m, b, seed in part]
+        keys = [(seed, b, order.get(m.display, len(order)), m.display) for m, b, seed in part]
         groups += [[part[i] for i in group] for group in plan_groups(keys, size)]
-    while groups and len(groups) < (workers or recipe.workers) and max(len(g) for g in groups) > 1:  # work for all
-        largest = max(groups, key=len)
-        groups.remove(largest)
-        groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
-    return groups, eval_chunk
+    return balance_groups(groups, lambda job: job[1], workers or recipe.workers), eval_chunk
 
 
 def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
@@ -689,7 +729,7 @@ def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequ
     try:
         trajectory = train_teacher(recipe, out, progress, log)
         phases = teacher_phases(recipe, trajectory, out)
-        probe_trajectory(recipe, trajectory, out, phases, progress)
+        probe_trajectory(recipe, trajectory, out, phases, progress, executor)
         run_students(recipe, out, trajectory, phases, progress, log, executor)
         summary = summarize(recipe, out, trajectory, phases)
         if then is not None:

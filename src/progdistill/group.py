@@ -400,6 +400,37 @@ def plan_groups(keys: Sequence[Any], size: int) -> list[list[int]]:
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def makespan(costs: Sequence[float], workers: int) -> float:
+    """The finishing time of jobs of these costs on `workers` workers that each take the next job when
+    free, the costliest jobs first (the order `balance_groups` hands them out)."""
+    loads = [0.0] * max(1, workers)
+    for cost in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
+
+
+def balance_groups(groups: list[list[Any]], cost: Callable[[Any], float], workers: int) -> list[list[Any]]:
+    """Split groups in halves (keeping their order) while that shortens the makespan on `workers`
+    workers (`makespan`, a group's cost the sum of its items' `cost`, e.g. their training steps); at
+    least `workers` groups where there are enough items. Returns the groups, costliest first. A group
+    of one item is never split."""
+    def total(group: list[Any]) -> float:
+        return sum(cost(item) for item in group)
+
+    groups = [list(g) for g in groups if g]
+    while True:
+        splittable = [g for g in groups if len(g) > 1]
+        if not splittable:
+            break
+        largest = max(splittable, key=total)
+        candidate = [g for g in groups if g is not largest] + [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+        if len(groups) >= workers and makespan([total(g) for g in candidate], workers) >= \
+                makespan([total(g) for g in groups], workers):
+            break
+        groups = candidate
+    return sorted(groups, key=total, reverse=True)
+
+
 def memory_per_student(model: nn.Module, task: Task, batch_size: int) -> tuple[int, int]:
     """Bytes one member adds to a group: (training, held-out evaluation). Training: its parameters,
     gradients and two optimizer moments, plus the activations autograd saves in a forward pass on one

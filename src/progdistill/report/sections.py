@@ -292,7 +292,7 @@ def ngram_section(ctx: Context) -> list[Block]:
         Paragraph(curriculum.ngram_verdict(rows, ctx.phases, oracle)),
         ctx.figure(probe_plots.ngram_figure(rows, ctx.phases, (oracle or {}).get("ngram")), "ngram",
                    "n-gram reliance of the teacher's checkpoints: median (line) and quartiles (band) per window "
-                   "size; dotted, the grammar's Bayes-optimal predictor."),
+                   "size" + ("; dotted, the grammar's Bayes-optimal predictor." if (oracle or {}).get("ngram") else ".")),
         Table(header, table, caption="Medians per probed checkpoint."),
     ]
 

@@ -68,10 +68,15 @@ class Task(ABC):
       every call; `evaluate` reports cross-entropy and accuracy over its non-IGNORE targets.
     - `samples_per_step(batch_size)` -> int: examples per step, for samples-to-target (default B).
     - `probes()` -> {name: fn(model, **options) -> dict}: optional curriculum probes over checkpoints.
+    - `fixed_width` (class attribute, default False): True when every training batch of a batch size
+      has one shape whatever the data seed (packed text). Students of different seeds then share a
+      batched group without padding; tasks with a `pad_id` and batches as wide as their longest
+      sentence leave it False, and their students are grouped by seed.
     """
 
     name: str
     device: torch.device
+    fixed_width: bool = False
 
     @abstractmethod
     def model_io(self) -> dict[str, Any]:

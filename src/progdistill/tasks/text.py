@@ -90,6 +90,7 @@ class TextMLMTask(Task):
     """BERT masked language modelling on a text corpus (module docstring)."""
 
     name = "text-mlm"
+    fixed_width = True  # packed: every training row is max_len tokens, so students of all seeds group unpadded
 
     def __init__(self, corpus: dict[str, Any] | None = None, vocab_size: int = 4000, lowercase: bool = True,
                  max_len: int = 64, heldout: float = 0.05, eval_size: int = 512, mask_prob: float = 0.15,
