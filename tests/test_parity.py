@@ -135,7 +135,8 @@ def test_monomial_probe_by_hand_on_a_three_class_model():
 
 def test_monomial_probe_exact_or_sampled_at_the_boundaries():
     task, model = ParityTask(d=8, k=2, eval_size=8), Linear2(8)
-    assert monomial_probe(model, task, samples=256, exact_max_d=8, degrees=[1])["exact"]  # d = exact_max_d, 2^d = samples
+    # d == exact_max_d and 2^d == samples: still exact
+    assert monomial_probe(model, task, samples=256, exact_max_d=8, degrees=[1])["exact"]
     assert not monomial_probe(model, task, samples=256, exact_max_d=7, degrees=[1])["exact"]
     sampled = monomial_probe(model, task, samples=255, exact_max_d=8, degrees=[1])
     assert not sampled["exact"] and sampled["samples"] == 255

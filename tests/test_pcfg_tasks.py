@@ -143,16 +143,15 @@ def test_bert_mask_follows_its_draws_exactly_at_the_boundaries():
     mask_prob = float(u[eligible].sort().values[len(u[eligible]) // 2])
     chosen = eligible & (u < mask_prob)
     at_chosen = action[chosen].sort().values
-    mask_token_prob = float(at_chosen[len(at_chosen) // 3])
-    random_token_prob = float(at_chosen[2 * len(at_chosen) // 3]) - mask_token_prob
+    mask_token_prob, upper = float(at_chosen[len(at_chosen) // 3]), float(at_chosen[2 * len(at_chosen) // 3])
+    random_token_prob = upper - mask_token_prob
     batch = bert_mask(inputs, eligible, torch.Generator().manual_seed(seed), mask_prob, mask_token_prob,
                       random_token_prob, mask_id=99, noise_low=100, noise_high=1000)
-    for name, hit in (("mask_prob", (u == mask_prob) & eligible), ("mask_token_prob", (action == mask_token_prob) & chosen),
-                      ("sum", (action == at_chosen[2 * len(at_chosen) // 3]) & chosen)):
-        assert hit.sum() == 1, name
+    for boundary in ((u == mask_prob) & eligible, (action == mask_token_prob) & chosen, (action == upper) & chosen):
+        assert boundary.sum() == 1  # one position on each boundary
     expected = inputs.clone()
     expected[chosen & (action < mask_token_prob)] = 99
-    swap = chosen & (action >= mask_token_prob) & (action < at_chosen[2 * len(at_chosen) // 3])
+    swap = chosen & (action >= mask_token_prob) & (action < upper)
     expected[swap] = noise[swap]
     assert torch.equal(batch.inputs, expected)
     assert torch.equal(batch.targets, torch.where(chosen, inputs, IGNORE))

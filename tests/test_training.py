@@ -197,7 +197,8 @@ def test_next_boundary_by_hand():
 
     cfg = TrainConfig(steps=100, batch_size=1, eval_every=20)
     checkpoints = [0, 1, 5, 50, 100]
-    expected = {0: 1, 1: 5, 4: 5, 5: 20, 19: 20, 20: 30, 30: 40, 40: 50, 45: 50, 50: 60, 60: 80, 80: 90, 90: 100, 99: 100}
+    expected = {0: 1, 1: 5, 4: 5, 5: 20, 19: 20, 20: 30, 30: 40, 40: 50, 45: 50, 50: 60, 60: 80, 80: 90, 90: 100,
+                99: 100}
     assert {step: next_boundary(step, cfg, checkpoints, 30) for step in expected} == expected
     assert [next_boundary(step, cfg, [], 30) for step in (0, 20, 59, 60)] == [20, 30, 60, 80]
     assert [next_boundary(step, cfg, [0, 1, 5], 30) for step in (5, 10)] == [20, 20]  # past the last checkpoint
@@ -232,7 +233,8 @@ def test_optimizer_state_files_round_trip(tmp_path):
     read = _read_optimizer(tmp_path / "dict.safetensors", info, "cpu")
     assert read["param_groups"] == plain["param_groups"] and set(read["state"]) == {0, 5, 12}
     assert read["state"][5] == {"scale": 0.25}  # a parameter with scalar entries only
-    assert read["state"][0]["step"] == 3 and read["state"][0]["c.d"] == 0.5 and set(read["state"][0]) == {"step", "a.b", "c.d"}
+    assert set(read["state"][0]) == {"step", "a.b", "c.d"}
+    assert read["state"][0]["step"] == 3 and read["state"][0]["c.d"] == 0.5
     assert torch.equal(read["state"][0]["a.b"], buf) and torch.equal(read["state"][12]["buf"], other)
 
 
