@@ -228,3 +228,116 @@ def test_teacher_outputs_for_a_range_of_steps(tmp_path, teacher, tau):
         torch.testing.assert_close(outputs, expected)
     assert sorted(p.name for p in (tmp_path / "checkpoint-100").iterdir()) == [
         f"block-{i}.safetensors" for i in range(5)]
+
+
+def test_teacher_outputs_of_a_range_load_only_their_blocks_once_and_batched(tmp_path, teacher, monkeypatch):
+    """Steps [40, 64) with blocks of 16 are blocks 2 and 3; step 64 opens block 4. A block held for one
+    checkpoint stays held while another checkpoint loads the same block; the batched blocks never run
+    the per-batch forward (`_compute`)."""
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    per_step = TeacherOutputs(teacher, task, 1, cpu)
+    expected = torch.cat([per_step.get(100, step, task.train_batch(step, 1)) for step in range(40, 66)])
+    loads = []
+    original = TeacherOutputs._load_block
+
+    def counting(self, checkpoint, index, *args, **kwargs):
+        loads.append((checkpoint, index))
+        return original(self, checkpoint, index, *args, **kwargs)
+
+    def per_batch(*args):
+        raise AssertionError("a batched block ran the per-batch forward")
+
+    monkeypatch.setattr(TeacherOutputs, "_load_block", counting)
+    monkeypatch.setattr(TeacherOutputs, "_compute", per_batch)
+    cached = TeacherOutputs(teacher, task, 1, cpu, cache=tmp_path, block=16)
+
+    def outputs(checkpoint, start, stop):
+        return cached.get_range(checkpoint, start, stop, task.train_examples(start, stop).inputs)
+
+    def files(checkpoint):
+        return sorted(p.name for p in (tmp_path / f"checkpoint-{checkpoint}").iterdir())
+
+    torch.testing.assert_close(outputs(100, 40, 64), expected[:24])
+    assert files(100) == ["block-2.safetensors", "block-3.safetensors"]
+    torch.testing.assert_close(outputs(100, 40, 65), expected[:25])
+    assert files(100) == ["block-2.safetensors", "block-3.safetensors", "block-4.safetensors"]
+    assert loads == [(100, 2), (100, 3), (100, 2), (100, 3), (100, 4)]
+    loads.clear()
+    torch.testing.assert_close(outputs(100, 64, 66), expected[24:])
+    outputs(150, 64, 66)
+    torch.testing.assert_close(outputs(100, 65, 66), expected[25:])
+    assert loads == [(150, 4)]
+
+
+def test_teacher_outputs_under_bf16_autocast(teacher):
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    model = teacher.load(100, cpu)
+    inputs, batch = task.train_examples(0, 8).inputs, task.train_batch(3, 4)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference, on_batch = model(inputs).float(), model(batch.inputs).float()
+    with torch.no_grad():
+        assert not torch.equal(reference, model(inputs))  # bf16 rounds differently from fp32
+    outputs = TeacherOutputs(teacher, task, 4, cpu, precision="bf16")
+    assert torch.equal(outputs.get_range(100, 0, 8, inputs), reference)
+    assert torch.equal(outputs.get(100, 3, batch), on_batch)  # every parity example carries a loss
+
+
+def test_teacher_outputs_without_a_trajectory():
+    task = ParityTask(d=12, k=2, eval_size=64)
+    outputs = TeacherOutputs(None, task, 4, torch.device("cpu"))
+    assert outputs.get(None, 0, task.train_batch(0, 4)) is None  # no teacher at this step
+    with pytest.raises(AssertionError, match="^a teacher schedule needs a trajectory$"):
+        outputs.get(50, 0, task.train_batch(0, 4))
+
+
+def test_teacher_outputs_per_step_hold_their_block_and_their_model(tmp_path, teacher, monkeypatch):
+    """`get` with a cache: the default block is 50 steps (step 50 opens block 1), a held block is not read
+    again, also while another checkpoint loads the same block, and each checkpoint is loaded once while
+    it stays the same. Without `labels_only` the outputs are logits."""
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    plain = TeacherOutputs(teacher, task, 4, cpu)
+    batches = {step: task.train_batch(step, 4) for step in (50, 51)}
+    expected = {step: plain.get(100, step, batch) for step, batch in batches.items()}
+    assert expected[50].shape == (4, 2) and expected[50].dtype == torch.float32
+    loads, models = [], []
+    load_block, load_model = TeacherOutputs._load_block, Trajectory.load
+
+    def counting_blocks(self, checkpoint, index, *args, **kwargs):
+        loads.append((checkpoint, index))
+        return load_block(self, checkpoint, index, *args, **kwargs)
+
+    def counting_models(self, step, *args, **kwargs):
+        models.append(step)
+        return load_model(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(TeacherOutputs, "_load_block", counting_blocks)
+    monkeypatch.setattr(Trajectory, "load", counting_models)
+    cached = TeacherOutputs(teacher, task, 4, cpu, cache=tmp_path)
+    torch.testing.assert_close(cached.get(100, 50, batches[50]), expected[50])
+    assert sorted(p.name for p in (tmp_path / "checkpoint-100").iterdir()) == ["block-1.safetensors"]
+    cached.get(150, 50, batches[50])
+    torch.testing.assert_close(cached.get(100, 51, batches[51]), expected[51])
+    assert loads == [(100, 1), (150, 1)]
+    assert models == [100, 150]  # each block computed once, each checkpoint loaded for its block
+    fresh = TeacherOutputs(teacher, task, 4, cpu)
+    models.clear()
+    for step in (50, 51, 50):
+        fresh.get(100, step, batches[step])
+    fresh.get(150, 50, batches[50])
+    assert models == [100, 150]
+
+
+def test_teacher_outputs_block_sizes(tmp_path, teacher):
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="^block must be >= 1, got 0$"):
+        TeacherOutputs(teacher, task, 1, cpu, cache=tmp_path, block=0)
+    single = TeacherOutputs(teacher, task, 1, cpu, cache=tmp_path, block=1)
+    outputs = single.get_range(100, 3, 6, task.train_examples(3, 6).inputs)
+    plain = TeacherOutputs(teacher, task, 1, cpu).get_range(100, 3, 6, task.train_examples(3, 6).inputs)
+    torch.testing.assert_close(outputs, plain)
+    blocks = sorted(p.name for p in (tmp_path / "checkpoint-100").iterdir())
+    assert blocks == [f"block-{i}.safetensors" for i in (3, 4, 5)]

@@ -10,6 +10,7 @@ from progdistill.grammar import (GrammarError, generate_grammar, load_grammar, p
                                  truncate_grammar)
 from progdistill.models import BertMLM, GPTLM
 from progdistill.tasks.base import IGNORE
+from progdistill.tasks.masking import bert_mask
 from progdistill.tasks.pcfg import PCFGARTask, PCFGMLMTask, default_max_len, grammar_from_spec
 
 GRAMMAR = generate_grammar(levels=2, seed=0)
@@ -127,6 +128,49 @@ def test_masking_statistics(mlm):
     third = 1 / mlm.num_terminals  # a random terminal may be the original one
     assert within(kept / selected, 0.1 + 0.1 * third, selected)
     assert within(swapped / selected, 0.1 * (1 - third), selected)
+
+
+def test_bert_mask_follows_its_draws_exactly_at_the_boundaries():
+    """bert_mask's documented draws (u, action, noise, in this order) recomputed from the same seed. The
+    probabilities are set to drawn values themselves, so that a position sits exactly on each boundary:
+    u == mask_prob is not chosen, action == mask_token_prob is replaced, action == mask + random is kept."""
+    shape, seed = (16, 24), 5
+    gen = torch.Generator().manual_seed(seed)
+    u, action = torch.rand(shape, generator=gen), torch.rand(shape, generator=gen)
+    noise = torch.randint(100, 1000, shape, generator=gen)
+    inputs = torch.randint(0, 50, shape, generator=torch.Generator().manual_seed(1))
+    eligible = inputs >= 10
+    mask_prob = float(u[eligible].sort().values[len(u[eligible]) // 2])
+    chosen = eligible & (u < mask_prob)
+    at_chosen = action[chosen].sort().values
+    mask_token_prob, upper = float(at_chosen[len(at_chosen) // 3]), float(at_chosen[2 * len(at_chosen) // 3])
+    random_token_prob = upper - mask_token_prob
+    batch = bert_mask(inputs, eligible, torch.Generator().manual_seed(seed), mask_prob, mask_token_prob,
+                      random_token_prob, mask_id=99, noise_low=100, noise_high=1000)
+    for boundary in ((u == mask_prob) & eligible, (action == mask_token_prob) & chosen, (action == upper) & chosen):
+        assert boundary.sum() == 1  # one position on each boundary
+    expected = inputs.clone()
+    expected[chosen & (action < mask_token_prob)] = 99
+    swap = chosen & (action >= mask_token_prob) & (action < upper)
+    expected[swap] = noise[swap]
+    assert torch.equal(batch.inputs, expected)
+    assert torch.equal(batch.targets, torch.where(chosen, inputs, IGNORE))
+
+
+def test_bert_mask_falls_back_to_the_eligible_position_of_lowest_u():
+    shape, seed = (6, 10), 2
+    u = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+    eligible = torch.zeros(shape, dtype=torch.bool)
+    eligible[2:4, 3:8] = True  # the lowest u overall lies elsewhere
+    assert u[eligible].min() > u.min()
+    inputs = torch.arange(60).view(shape)
+    batch = bert_mask(inputs, eligible, torch.Generator().manual_seed(seed), 1e-9, 1.0, 0.0, 99, 0, 1)
+    target = (u == u[eligible].min()) & eligible
+    assert torch.equal(batch.targets, torch.where(target, inputs, IGNORE))
+    assert torch.equal(batch.inputs, torch.where(target, 99, inputs))
+    none = bert_mask(inputs, torch.zeros(shape, dtype=torch.bool), torch.Generator().manual_seed(seed), 0.5, 1.0, 0.0,
+                     99, 0, 1)
+    assert (none.targets == IGNORE).all() and torch.equal(none.inputs, inputs)
 
 
 def test_every_batch_has_a_target_and_is_trimmed(mlm):

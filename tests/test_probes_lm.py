@@ -1,12 +1,15 @@
-import re
+import math
+from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from progdistill.models import BertMLM
+from progdistill.probes import nonterminal
 from progdistill.probes.ngram import base_inputs, ngram_inputs, ngram_probe, target_positions, tv_distance
-from progdistill.probes.nonterminal import nonterminal_probe, position_baseline
+from progdistill.probes.nonterminal import nonterminal_probe, position_baseline, train_probe
 
 BOS, PAD, MASK, V = 3, 5, 6, 8
 
@@ -47,7 +50,7 @@ class Constant(nn.Module):
 def test_target_positions_are_evenly_spaced_terminals():
     pos = target_positions(torch.tensor([11, 2, 6, 3]), 4)
     assert pos.tolist() == [[3, 5, 6, 8], [1, 1, 1, 1], [2, 3, 3, 4], [1, 1, 2, 2]]
-    with pytest.raises(ValueError, match=re.escape("every sentence needs at least one terminal (length >= 2")):
+    with pytest.raises(ValueError, match=r"^every sentence needs at least one terminal \(length >= 2 incl\. BOS\)$"):
         target_positions(torch.tensor([1]), 2)
 
 
@@ -98,6 +101,63 @@ def test_bert_probe_range_and_training_flag():
             assert 0.0 <= s["q25"] <= s["median"] <= s["q75"] <= 1.0 and 0.0 <= s["mean"] <= 1.0
     p, q = torch.tensor([[1.0, 0.0], [0.3, 0.7]]), torch.tensor([[0.0, 1.0], [0.3, 0.7]])
     assert tv_distance(p, q).tolist() == [1.0, 0.0]
+
+
+def test_window_inputs_leave_the_token_after_the_sentence_and_inner_padding_alone():
+    """Row 0: [BOS] + 3 terminals + a closing token (7, as text's final [SEP]) at position L = 4, which is
+    no terminal. Row 1: a PAD inside the sentence (position 2), never masked."""
+    tokens = torch.tensor([[BOS, 0, 1, 2, 7, PAD],
+                           [BOS, 0, PAD, 1, 2, 0]])
+    lengths, pos = torch.tensor([4, 6]), torch.tensor([[2], [3]])
+    masked = lambda x: [(row == MASK).nonzero()[:, 0].tolist() for row in x]  # noqa: E731
+    robust, close = ngram_inputs(tokens, lengths, pos, 1, MASK, PAD)
+    assert masked(robust) == [[1, 2, 3], [3, 4]]
+    assert masked(close) == [[2], [1, 3, 5]]
+    robust, close = ngram_inputs(tokens, lengths, pos, 2, MASK, PAD)
+    assert masked(robust) == [[1, 2, 3], [1, 3, 4, 5]]
+    assert masked(close) == [[2], [3]]
+
+
+def brute_force_probe(model, tokens, lengths, n_max, positions, vocab):
+    """ngram_probe's summaries computed one (sentence, target) pair and one input row at a time."""
+    results = {str(2 * n + 1): {"robust": [], "close": []} for n in range(1, n_max + 1)}
+
+    def dist(row, at):
+        with torch.no_grad():
+            logits = model(torch.tensor([row]))[0, at]
+        return torch.softmax(logits[vocab].double(), -1)
+
+    for row, length in zip(tokens.tolist(), lengths.tolist()):
+        terminals = [i for i in range(1, length) if row[i] != PAD]
+        for k in range(1, positions + 1):
+            at = 1 + math.floor(Fraction(k * (length - 2), positions + 1) + Fraction(1, 2))
+            base = [MASK if i == at else t for i, t in enumerate(row)]
+            p = dist(base, at)
+            for n in range(1, n_max + 1):
+                robust = [MASK if i in terminals and abs(i - at) <= n else t for i, t in enumerate(row)]
+                close = [MASK if (i in terminals and abs(i - at) > n) or i == at else t for i, t in enumerate(row)]
+                for kind, masked in (("robust", robust), ("close", close)):
+                    results[str(2 * n + 1)][kind].append(float(0.5 * (p - dist(masked, at)).abs().sum()))
+    summary = {}
+    for size, kinds in results.items():
+        summary[size] = {}
+        for kind, values in kinds.items():
+            q25, q50, q75 = np.percentile(values, [25, 50, 75])
+            summary[size][kind] = {"median": q50, "q25": q25, "q75": q75, "mean": float(np.mean(values))}
+    return summary
+
+
+@pytest.mark.parametrize("vocab", [slice(0, 3), None])
+def test_ngram_probe_matches_a_pair_by_pair_brute_force(vocab):
+    tokens, lengths = sentences(9, 10, seed=2)
+    model = Neighbours()
+    out = ngram_probe(model, tokens, lengths, MASK, PAD, n_max=2, positions=3, batch_size=7, vocab=vocab)
+    expected = brute_force_probe(model, tokens, lengths, 2, 3, slice(None) if vocab is None else vocab)
+    assert out["pairs"] == 27 and list(out["windows"]) == ["3", "5"]
+    for size, entry in out["windows"].items():
+        for kind in ("robust", "close"):
+            assert entry[kind] == pytest.approx(expected[size][kind], abs=1e-12)
+        assert len({entry["robust"]["q25"], entry["robust"]["median"], entry["robust"]["q75"]}) == 3
 
 
 class Lookup(nn.Module):
@@ -216,3 +276,85 @@ def test_nonterminal_levels_are_scored_on_their_own_labels():
     assert level2["majority_baseline"] == 1.0
     assert level1["position_baseline"] == 35 / 40  # position 1: class 2 (3 of 4 sentences), position 2: class 2
     assert level1["accuracy"] == 1.0 and level2["accuracy"] == 1.0
+
+
+def test_probe_loss_is_the_sum_of_per_level_mean_cross_entropies():
+    """Zero logits: every labelled position costs log(classes). Level 1 (2 classes): labels 0 and 1 at
+    two positions, mean log 2; level 2 (3 classes): one label, log 3; unlabelled (-1) positions are left
+    out of the loss and the count. Total log 2 + log 3."""
+    labels = torch.tensor([[0, -1], [1, 2], [-1, -1]])
+    loss = nonterminal._loss(torch.zeros(3, 5), labels, [2, 3])
+    assert float(loss) == pytest.approx(math.log(6), rel=1e-6)
+    logits = torch.zeros(3, 5)
+    logits[1, 4] = math.log(4.0)  # level 2 at position 1: p(class 2) = 4 / 6
+    assert float(nonterminal._loss(logits, labels, [2, 3])) == pytest.approx(math.log(2) + math.log(6 / 4), rel=1e-6)
+
+
+def test_probe_batches_are_whole_sentences_and_the_probe_comes_back_frozen():
+    """Two sentences whose labelled positions (1, 2) carry feature 0 (sentence 0) or feature 1
+    (sentence 1); one Adam step on a batch of one sentence moves the weights of one feature only."""
+    keep = torch.tensor([[False, True, True], [False, True, True]])
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([[1], [1], [1], [1]])
+    for seed in range(4):
+        start = train_probe(features, labels, keep, [2], steps=0, lr=0.1, seed=seed, batch_size=1)
+        probe = train_probe(features, labels, keep, [2], steps=1, lr=0.1, seed=seed, batch_size=1)
+        moved = (probe.weight != start.weight).any(0)
+        assert moved.sum() == 1
+        assert not any(p.requires_grad for p in probe.parameters())
+    both = train_probe(features, labels, keep, [2], steps=1, lr=0.1, seed=0, batch_size=2)
+    assert (both.weight != start.weight).any(0).all()  # both sentences fit in a batch of 2
+
+
+def test_accuracy_and_mean_of_nothing_are_none():
+    assert nonterminal._accuracy(torch.tensor([True, False]), torch.tensor([False, False])) is None
+    assert nonterminal._accuracy(torch.tensor([True, False, True]), torch.tensor([True, True, False])) == 0.5
+    assert nonterminal._mean([None, None]) is None and nonterminal._mean([]) is None
+    assert nonterminal._mean([0.5, None, 0.25]) == 0.375
+
+
+def test_position_baseline_with_a_longer_training_set():
+    t = 10
+    labels = torch.stack([torch.arange(t) % 3, torch.arange(t) % 4], -1).expand(30, t, 2).clone()
+    labels[:, 0] = -1
+    train, test = labels[:20], labels[20:, :8]  # training sentences longer than the held-out ones
+    assert position_baseline(train, test, NUM_CLASSES) == [1.0, 1.0]
+    test = test.clone()
+    test[:, 1, 0] = 0  # position 1 is class 1 in training: 1 of 7 labelled positions wrong
+    assert position_baseline(train, test, NUM_CLASSES) == [6 / 7, 1.0]
+
+
+def test_nonterminal_probe_checks_label_columns():
+    tokens, labels, features, _ = probe_data(linear=True, n=20)
+    message = r"^labels need one column per level of num_classes$"
+    for train_labels, test_labels in ((labels[:10, :, :1], labels[10:]), (labels[:10], labels[10:, :, :1])):
+        with pytest.raises(ValueError, match=message):
+            nonterminal_probe(Lookup(features), tokens[:10], train_labels, tokens[10:], test_labels, NUM_CLASSES)
+
+
+def test_majority_class_zero_and_boundaries_of_unlabelled_positions():
+    """As in test_nonterminal_levels_are_scored_on_their_own_labels, with class 0 the level-1 majority and
+    every position marked a boundary: level 1's boundary count is its 2 labelled positions per sentence."""
+    n, t = 80, 6
+    labels = torch.full((n, t, 2), -1)
+    labels[:, 1:3, 0] = 0
+    labels[:, 1:6, 1] = 1
+    labels[::4, 1, 0] = 1
+    tokens = torch.arange(n)[:, None].expand(n, t).clone()
+    onehot = torch.cat([torch.eye(c)[labels[..., i].clamp(min=0)] for i, c in enumerate(NUM_CLASSES)], -1)
+    features = torch.nn.functional.pad(4.0 * onehot, (0, 16 - onehot.shape[-1]))
+    features[labels[..., 0] < 0, :3] = 0.0  # no level-1 signal where level 1 has no label
+    out = run_probe(tokens, labels, features, split=60, test_boundaries=torch.ones(20, t, 2, dtype=torch.bool))
+    level1, level2 = out["levels"]
+    assert level1["majority_baseline"] == 35 / 40 and level1["position_baseline"] == 35 / 40
+    assert (level1["boundary_count"], level2["boundary_count"]) == (40, 100)
+    assert level1["boundary_accuracy"] == level1["accuracy"] == 1.0
+
+
+def test_nonterminal_probe_defaults():
+    """steps=300, lr=1e-2, seed=0, batch_size=256: 257 training sentences, so that the batches are samples."""
+    tokens, labels, features, _ = probe_data(linear=False, n=657, t=6, seed=4)
+    model = Lookup(features)
+    args = (model, tokens[:257], labels[:257], tokens[257:], labels[257:], NUM_CLASSES)
+    explicit = nonterminal_probe(*args, steps=300, lr=1e-2, seed=0, batch_size=256)
+    assert nonterminal_probe(*args) == explicit

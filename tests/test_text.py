@@ -13,10 +13,11 @@ pytest.importorskip("tokenizers")
 from progdistill.cli import main  # noqa: E402
 from progdistill.config import load_recipe  # noqa: E402
 from progdistill.tasks import build_task  # noqa: E402
-from progdistill.tasks.text import TextMLMTask, pack, split_documents  # noqa: E402
+from progdistill.tasks.base import IGNORE, seeded_generator  # noqa: E402
+from progdistill.tasks.text import TextMLMTask, _seed, pack, split_documents  # noqa: E402
 from progdistill.text import CorpusError, read_corpus  # noqa: E402
-from progdistill.text.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, load_tokenizer,  # noqa: E402
-                                        tokenizer_digest, train_wordpiece)
+from progdistill.text.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, encode,  # noqa: E402
+                                        load_tokenizer, tokenizer_digest, train_wordpiece)
 
 WORDS = ("the cat dog sat on a mat and ran to the big small red house by tree river city old new bridge "
          "under over quickly slowly green blue walked jumped").split()
@@ -167,6 +168,21 @@ def test_packing():
                              [CLS_ID, 11, 12, 13, SEP_ID, SEP_ID]]
 
 
+def test_split_seed_is_mixed_like_seeded_generator():
+    for keys in ((0,), (3, 6), (2**40, 2**40, 5), (7, 0, 2**62)):  # large keys: the modulus matters
+        assert _seed(*keys) == seeded_generator(torch.device("cpu"), *keys).initial_seed()
+
+
+def test_split_sizes_at_the_edges():
+    train, held = split_documents(2, 0.5, seed=0)  # the smallest corpus: one document each side
+    assert len(train) == 1 and len(held) == 1 and {*train, *held} == {0, 1}
+    train, held = split_documents(5, 0.79, seed=0)  # ceil(3.95) = 4 held out, 1 left to train on
+    assert len(train) == 1 and len(held) == 4
+    for n, heldout in ((5, 0.81), (4, 0.9)):  # ceil(heldout * n) = n: nothing left to train on
+        with pytest.raises(CorpusError, match="needs at least one training and one held-out document"):
+            split_documents(n, heldout, 0)
+
+
 def test_batches_are_pure_functions_of_seeds_and_step(corpus_file):
     a, b = task(corpus_file, data_seed=3), task(corpus_file, data_seed=3)
     for step in (0, 7, 40):  # 40 x 16 rows: several epochs of the training sequences
@@ -209,6 +225,35 @@ def test_masking_rates_and_specials(corpus_file):
     assert (batch.targets[chosen] == clean[chosen]).all()
 
 
+def test_stream_batches_are_the_stream_rows_across_epochs(corpus_file):
+    t = task(corpus_file, data_seed=3)
+    n = len(t.train_sequences)
+    batch = t.stream_rows(0, 2 * n + 3)  # one batch across three epochs: stream rows 0 .. 2n + 2
+    for r in (0, n - 1, n, n + 1, 2 * n - 1, 2 * n, 2 * n + 2):
+        assert torch.equal(batch[r], t.stream_rows(r, 1)[0])
+    assert torch.equal(t.stream_rows(1, n - 1), batch[n - 1:2 * n - 2])
+    first, second = t._epoch(0), t._epoch(1)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(n)) and not torch.equal(first, second)
+    other = task(corpus_file, data_seed=4)  # same split and sequences, another order
+    assert torch.equal(other.train_sequences, t.train_sequences)
+    assert not torch.equal(other.stream_rows(0, n), t.stream_rows(0, n))
+    for step, size in ((-1, 4), (0, 0)):
+        with pytest.raises(ValueError, match=f"need step >= 0 and batch_size >= 1, got {step}, {size}"):
+            t.stream_rows(step, size)
+
+
+def test_text_masks_depend_on_data_seed_and_step_and_select_every_ordinary_token(corpus_file):
+    t = task(corpus_file, data_seed=3)
+    x = t.train_sequences[:8]
+    assert not torch.equal(t.mask(x, 7).targets, t.mask(x, 8).targets)
+    assert not torch.equal(t.mask(x, 7).targets, task(corpus_file, data_seed=4).mask(x, 7).targets)
+    everything = task(corpus_file, mask_prob=1.0)
+    rows = torch.tensor([[CLS_ID, 5, 6, 1, 4, 0, 7, SEP_ID], [CLS_ID, 5, 5, 2, 3, 9, 5, PAD_ID]])
+    batch = everything.mask(rows, step=0)
+    ordinary = rows >= len(SPECIAL_TOKENS)  # id 5 is the first ordinary token; [UNK] = 1 is special
+    assert torch.equal(batch.targets, torch.where(ordinary, rows, IGNORE))
+
+
 # --- probe and statistics ------------------------------------------------------------------------
 def test_ngram_probe_and_statistics_on_text(corpus_file):
     from progdistill.models import build_model, resolve_architecture
@@ -227,6 +272,21 @@ def test_ngram_probe_and_statistics_on_text(corpus_file):
     assert stats["sequences"]["train"] == len(t.train_sequences) and stats["tokenizer"]["vocab_size"] == 60
     assert 0 < stats["unigram_loss"] < 10 and stats["heldout_duplicates"] == 0
     assert t.evaluate(model)["loss"] > 0
+
+
+def test_probe_sentences_are_the_held_out_documents_openings(corpus_file):
+    for max_len in (16, 64):  # documents longer than max_len - 2 tokens, and some shorter ones
+        t = task(corpus_file, max_len=max_len)
+        docs = read_corpus(corpus_file).documents
+        ids = encode(t.tokenizer, [docs[i] for i in t.heldout_docs])
+        rows, lengths = t.probe_sentences(5)
+        assert rows.dtype == torch.long and rows.shape == (5, max_len)
+        for row, length, doc in zip(rows.tolist(), lengths.tolist(), ids):
+            body = doc[:max_len - 2]
+            assert row == [CLS_ID, *body, SEP_ID] + [PAD_ID] * (max_len - 2 - len(body))
+            assert length == len(body) + 1
+        if max_len == 64:
+            assert min(map(len, ids[:5])) < max_len - 2
 
 
 # --- recipes and the command line ----------------------------------------------------------------

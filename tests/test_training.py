@@ -77,6 +77,57 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
     assert not (tmp_path / "part" / "state").exists()
 
 
+def test_a_state_saved_before_its_files_were_named_by_step_resumes(tmp_path):
+    """The earlier layout of `state/`: model.safetensors and optimizer.safetensors, no generator state,
+    no losses, and no `files` entry in state.json."""
+    from progdistill.io import write_json
+    from progdistill.trainer import Run
+
+    task = ParityTask(d=12, k=2, eval_size=64)
+    cfg = TrainConfig(steps=10, batch_size=4, eval_every=5)
+    model = fresh()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.ones(3, 12)).sum().backward()
+    opt.step()
+    run = Run(tmp_path, task, cfg, {"model": ARCH})
+    run.record["curve"].append({"step": 5, "loss": 0.5, "accuracy": 0.75})
+    run.save_state(5, model.state_dict(), opt)
+    state = tmp_path / "state"
+    saved = read_json(state / "state.json")
+    del saved["files"], saved["losses"]
+    write_json(state / "state.json", saved)
+    (state / "model-5.safetensors").rename(state / "model.safetensors")
+    (state / "optimizer-5.safetensors").rename(state / "optimizer.safetensors")
+    (state / "rng-5.safetensors").unlink()
+    again = Run(tmp_path, task, cfg, {"model": ARCH})
+    step, weights, optimizer = again.resume()
+    assert step == 5 and again.record == run.record
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    restored = torch.optim.Adam(fresh(1).parameters(), lr=0.01)
+    restored.load_state_dict(optimizer)
+    for a, b in zip(restored.state_dict()["state"].values(), opt.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_resumed_state_restores_the_global_generator_and_the_losses_since_the_last_evaluation(tmp_path):
+    from progdistill.trainer import Run
+
+    task = ParityTask(d=12, k=2, eval_size=64)
+    cfg = TrainConfig(steps=10, batch_size=4, eval_every=5)
+    model = fresh()
+    run = Run(tmp_path, task, cfg, {"model": ARCH})
+    run.losses.add(torch.tensor(0.5), torch.tensor(0.25))
+    run.losses.add(torch.tensor(1.5), torch.tensor(0.75))
+    torch.manual_seed(11)
+    run.save_state(3, model.state_dict(), torch.optim.SGD(model.parameters(), lr=0.1))
+    expected = torch.rand(3)
+    torch.manual_seed(12)
+    again = Run(tmp_path, task, cfg, {"model": ARCH})
+    assert again.resume()[0] == 3
+    assert torch.equal(torch.rand(3), expected)
+    assert again.losses.means() == {"train/loss": 1.0, "train/kd_loss": 0.5}
+
 def test_student_resume_keeps_adaptive_schedule_state(tmp_path):
     task = ParityTask(d=12, k=2, eval_size=256, data_seed=1)
     teacher_cfg = TrainConfig(steps=200, batch_size=16, optim=OptimConfig(lr=0.05), eval_every=20,
@@ -124,6 +175,109 @@ def test_lr_schedule_and_checkpoint_cadence():
     assert lr_at(99, 100, cfg) < 0.01
     steps = checkpoint_steps(TrainConfig(steps=1000, batch_size=1, checkpoint_every=300, log_checkpoints=4))
     assert {0, 300, 600, 900, 1000} <= steps and {1, 300} <= steps and len(steps) > 5
+
+
+def test_checkpoint_steps_by_hand():
+    def steps(**kw):
+        return checkpoint_steps(TrainConfig(batch_size=1, **kw))
+
+    # log-spaced: round(300^(k/4)) = 1, 4 (4.16), 17 (17.3), 72 (72.1), 300
+    assert steps(steps=1000, checkpoint_every=300, log_checkpoints=4) == {0, 1, 4, 17, 72, 300, 600, 900, 1000}
+    # round(100^(k/3)) = 1, 5 (4.64), 22 (21.5), 100: the last is past the end
+    assert steps(steps=50, checkpoint_every=100, log_checkpoints=3) == {0, 1, 5, 22, 50}
+    assert steps(steps=90, checkpoint_every=30, log_checkpoints=1) == {0, 1, 30, 60, 90}
+    assert steps(steps=100, checkpoint_every=30) == {0, 30, 60, 90, 100}  # and the last step
+    assert steps(steps=91, checkpoint_every=30) == {0, 30, 60, 90, 91}
+    assert steps(steps=100) == set()
+
+
+def test_next_boundary_by_hand():
+    """The first evaluation (every 20), state (every 30), checkpoint or end after a step."""
+    from progdistill.trainer import next_boundary
+
+    cfg = TrainConfig(steps=100, batch_size=1, eval_every=20)
+    checkpoints = [0, 1, 5, 50, 100]
+    expected = {0: 1, 1: 5, 4: 5, 5: 20, 19: 20, 20: 30, 30: 40, 40: 50, 45: 50, 50: 60, 60: 80, 80: 90, 90: 100,
+                99: 100}
+    assert {step: next_boundary(step, cfg, checkpoints, 30) for step in expected} == expected
+    assert [next_boundary(step, cfg, [], 30) for step in (0, 20, 59, 60)] == [20, 30, 60, 80]
+    assert [next_boundary(step, cfg, [0, 1, 5], 30) for step in (5, 10)] == [20, 20]  # past the last checkpoint
+    short = TrainConfig(steps=25, batch_size=1, eval_every=20)
+    assert next_boundary(20, short, [], 30) == 25  # the end comes first
+
+
+def test_optimizer_state_files_round_trip(tmp_path):
+    from progdistill.trainer import _read_optimizer, _save_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    info = json.loads(json.dumps(_save_optimizer(tmp_path / "adam.safetensors", opt)))  # as in state.json
+    read = _read_optimizer(tmp_path / "adam.safetensors", info)
+    state = opt.state_dict()
+    assert read["param_groups"] == json.loads(json.dumps(state["param_groups"])) and set(read["state"]) == {0, 1}
+    for pid, entries in state["state"].items():
+        assert set(read["state"][pid]) == set(entries)
+        assert all(torch.equal(read["state"][pid][k], v) for k, v in entries.items())
+    # no tensors at all (SGD without momentum has no state)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    info = json.loads(json.dumps(_save_optimizer(tmp_path / "sgd.safetensors", sgd)))
+    assert _read_optimizer(tmp_path / "sgd.safetensors", info) == {"state": {}, "param_groups": info["param_groups"]}
+    # a state dict with scalar entries and keys holding a dot
+    buf, other = torch.arange(3.0), torch.ones(2, 2)
+    plain = {"state": {0: {"step": 3, "a.b": buf, "c.d": 0.5}, 12: {"buf": other}, 5: {"scale": 0.25}},
+             "param_groups": [{"lr": 0.1, "params": [0, 5, 12]}]}
+    info = json.loads(json.dumps(_save_optimizer(tmp_path / "dict.safetensors", plain)))
+    assert info["scalars"] == {"0.step": 3, "0.c.d": 0.5, "5.scale": 0.25}
+    read = _read_optimizer(tmp_path / "dict.safetensors", info, "cpu")
+    assert read["param_groups"] == plain["param_groups"] and set(read["state"]) == {0, 5, 12}
+    assert read["state"][5] == {"scale": 0.25}  # a parameter with scalar entries only
+    assert set(read["state"][0]) == {"step", "a.b", "c.d"}
+    assert read["state"][0]["step"] == 3 and read["state"][0]["c.d"] == 0.5
+    assert torch.equal(read["state"][0]["a.b"], buf) and torch.equal(read["state"][12]["buf"], other)
+
+
+def test_global_generator_state_round_trip():
+    from progdistill.trainer import _rng_state, _set_rng_state
+
+    torch.manual_seed(3)
+    state = _rng_state()
+    assert torch.equal(state["cpu"], torch.get_rng_state())
+    first = torch.rand(5)
+    torch.manual_seed(4)
+    _set_rng_state(state)
+    assert torch.equal(torch.rand(5), first)
+
+
+def test_generator_states_of_gpus_are_saved_once_cuda_is_in_use(monkeypatch):
+    """Simulated GPUs: their generator states join the CPU's only once CUDA is initialised (in use)."""
+    from progdistill.trainer import _rng_state
+
+    gpu = [torch.full((4,), 7, dtype=torch.uint8), torch.full((4,), 8, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert set(_rng_state()) == {"cpu"}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    state = _rng_state()
+    assert set(state) == {"cpu", "cuda.0", "cuda.1"} and state["cuda.1"] is gpu[1]
+
+
+def test_generator_states_of_several_gpus_are_restored_in_device_order(monkeypatch):
+    """On a machine with GPUs (simulated): the states of cuda.0, cuda.2 and cuda.10 go back to
+    `torch.cuda.set_rng_state_all` in device order, not in text order; without GPU states nothing does."""
+    from progdistill.trainer import _set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append([int(s[0]) for s in states]))
+    cpu = torch.get_rng_state()
+    gpu = {f"cuda.{i}": torch.full((4,), i, dtype=torch.uint8) for i in (10, 0, 2)}
+    _set_rng_state({"cpu": cpu, **gpu})
+    assert restored == [[0, 2, 10]]
+    _set_rng_state({"cpu": cpu})
+    assert restored == [[0, 2, 10]]
 
 
 def sigmoid_curve(mid, width, n=200, total=10_000, noise=0.0, seed=0):
