@@ -112,3 +112,16 @@ def test_a_recipe_file_without_a_name_is_named_after_the_file(tmp_path):
     assert load_recipe(str(path)).name == "my-experiment"
     assert load_recipe(str(path), ["name=other"]).name == "other"
     assert load_recipe("parity-mlp-small").name == "parity-mlp-small"
+
+
+def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path, monkeypatch, capsys):
+    """`cd runs; progdistill probe text-mlm-small` with a run folder `text-mlm-small` there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "parity-mlp-small").mkdir()
+    (tmp_path / "not-a-recipe").mkdir()
+    assert recipe_text("parity-mlp-small")[1] != str(tmp_path / "parity-mlp-small")
+    assert "name: parity-mlp-small" in recipe_text("parity-mlp-small")[0]
+    assert main(["recipes", "--show", "parity-mlp-small"]) == 0
+    assert capsys.readouterr().out == recipe_text("parity-mlp-small")[0]
+    with pytest.raises(RecipeError, match=r"^not-a-recipe: recipe file not found$"):
+        recipe_text("not-a-recipe")

@@ -654,7 +654,8 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
     """(YAML text, source) of a shipped recipe name or a file path; RecipeError for a missing, unreadable
     or non-UTF-8 file (naming the line of the first bad byte)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # A shipped name wins over a folder of that name in the working directory (e.g. a run folder).
+    if path.suffix in (".yaml", ".yml") or path.is_file() or (path.exists() and name_or_path not in recipe_names()):
         if not path.is_file():
             raise RecipeError(f"{path}: recipe file not found")
         try:
