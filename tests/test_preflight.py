@@ -149,7 +149,7 @@ def test_filesystem_errors_name_the_path(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == f"error: cannot write {out}/.lock: Read-only file system\n"
     assert list(out.iterdir()) == []
     assert recipe_file.read_text() == "name: r\n"
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match=r"^cannot write .*x\.json: Read-only file system$"):
         from progdistill.io import write_json
         write_json(out / "x.json", {})
 
