@@ -814,7 +814,7 @@ def validate(raw: Any, source: str = "<recipe>") -> Recipe:
             if isinstance((err.get("ctx") or {}).get("error"), MissingExtraError):
                 loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-", "(")))
                 raise RecipeError(f"{source}: {loc}: {err['ctx']['error']}") from None
-        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc or '(top)'}: {msg}"
+        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc}: {msg}" if loc else msg
                                                                    for loc, msg in _problems(e))) from None
     except RecursionError:
         raise RecipeError(f"{source}: the recipe is nested too deeply") from None
