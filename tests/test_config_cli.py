@@ -1,4 +1,5 @@
 import json
+import re
 import textwrap
 
 import pytest
@@ -339,3 +340,14 @@ def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
     sweep[3]["seeds"], sweep[3]["final_accuracies"] = [2, 3], [0.80, 0.50]  # seed 2 is the only common one
     best = sweep_best(sweep, [0, 100, 200, 300, 400], phases, None)
     assert (best["checkpoint"], best["best_on_seeds"], best["seeds_compared"]) == (300, 0, 1)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.stpes=3", "teacher.stpes: unknown key (did you mean 'steps'?)"),
+    ("students.methods=[{name: progressive, sped: 2}]", "students.methods.0.sped: unknown key (did you mean 'speed'?)"),
+    ("tsk.d=3", "tsk: unknown key (did you mean 'task'?)"),
+    ("teacher.zzz=1", "teacher.zzz: unknown key"),
+])
+def test_a_misspelt_key_names_the_closest_key_of_its_section(override, message):
+    with pytest.raises(RecipeError, match=re.escape(f"parity-mlp-small: invalid recipe: {message}") + "$"):
+        load_recipe("parity-mlp-small", [override])

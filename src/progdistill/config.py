@@ -6,6 +6,7 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from importlib import resources
@@ -776,6 +777,17 @@ def _walk(annotation: Any) -> list[Any]:
     return out
 
 
+def _unknown_key(loc: str) -> str:
+    """'unknown key', with the documented key of the same section closest in spelling when one is close
+    ('teacher.stpes' -> "unknown key (did you mean 'steps'?)")."""
+    from .recipe_keys import recipe_keys  # only on an error: it walks every section
+
+    parent, _, name = re.sub(r"\.\d+(?=\.|$)", "[]", loc).rpartition(".")
+    siblings = {k.path.rpartition(".")[2] for k in recipe_keys() if k.path.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(name, sorted(siblings), n=1, cutoff=0.75)
+    return f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key"
+
+
 def _problems(error: ValidationError) -> list[tuple[str, str]]:
     """(dotted key, message) of every problem pydantic found, in the recipe's words: one entry per key,
     the alternatives of a union merged with 'or'."""
@@ -784,7 +796,7 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
         parts = [str(x) for x in err["loc"]]
         loc = ".".join(x for x in parts if x not in tags and not x.startswith(
             ("function-", "tagged-", "literal[", "constrained-", "(")))
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = _unknown_key(loc) if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         if (key := re.match(r"\[(\w+)\] ", msg)) is not None:  # a section's check that names its key
             loc, msg = f"{loc}.{key.group(1)}" if loc else key.group(1), msg[key.end():]
