@@ -199,6 +199,21 @@ def test_load_grammar_missing_file(tmp_path: Path) -> None:
         load_grammar(path)
 
 
+def test_load_grammar_refuses_endless_large_and_non_utf8_inputs(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(GrammarError, match=r"^/dev/zero: cannot read grammar file: not a regular file$"):
+        load_grammar("/dev/zero")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"s -> 'a'\n\xff\n")
+    with pytest.raises(GrammarError, match=re.escape(f"{bad}:2: cannot read grammar file: not UTF-8 text (byte 0xff)")):
+        load_grammar(bad)
+    monkeypatch.setattr("progdistill.grammar.pcfg.MAX_GRAMMAR_BYTES", 8)
+    with pytest.raises(GrammarError, match=re.escape(f"{bad}: cannot read grammar file: larger than 0 MiB")):
+        load_grammar(bad)
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"s -> 'a'")  # exactly the limit
+    assert load_grammar(small).root == "s"
+
+
 def test_load_grammar_reports_path(tmp_path: Path) -> None:
     path = tmp_path / "g.txt"
     path.write_text("s -> x\n")

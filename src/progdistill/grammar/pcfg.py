@@ -231,13 +231,30 @@ def parse_grammar(text: str, source: str = "<string>", root: str = "s") -> Gramm
     return _assemble(entries, root, source)
 
 
+MAX_GRAMMAR_BYTES = 64 * 2**20  # a grammar is a few kB; this refuses /dev/zero and other endless inputs
+
+
 def load_grammar(path: str | Path, root: str = "s") -> Grammar:
-    """Read and parse a grammar file; unreadable files raise GrammarError too."""
+    """Read and parse a grammar file (UTF-8 text, at most MAX_GRAMMAR_BYTES).
+
+    Raises GrammarError: a missing, unreadable, non-regular (a device, a FIFO), too large or non-UTF-8
+    file (naming the line of the first bad byte), and every problem of the text (`parse_grammar`)."""
+    p = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise GrammarError([f"{path}: cannot read grammar file: {reason}"]) from None
+        if p.exists() and not p.is_file():
+            raise GrammarError([f"{path}: cannot read grammar file: not a regular file"])
+        with open(p, "rb") as f:
+            data = f.read(MAX_GRAMMAR_BYTES + 1)
+    except OSError as exc:
+        raise GrammarError([f"{path}: cannot read grammar file: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_GRAMMAR_BYTES:
+        raise GrammarError([f"{path}: cannot read grammar file: larger than {MAX_GRAMMAR_BYTES // 2**20} MiB"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise GrammarError([f"{path}:{line}: cannot read grammar file: not UTF-8 text "
+                            f"(byte {data[exc.start]:#04x})"]) from None
     return parse_grammar(text, source=str(path), root=root)
 
 
