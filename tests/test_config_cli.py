@@ -101,6 +101,15 @@ def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["run", str(tiny), "--out", str(tmp_path / "file")]) == 2
     assert "is a file, not a run folder" in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (mine / ".lock").write_text("")  # what a run killed before its run.json leaves is no reason to refuse
+    assert main(["run", str(tiny), "--out", str(mine)]) == 2
+    assert capsys.readouterr().err == (f"error: --out {mine} is not a run folder (no run.json) and holds other files "
+                                       "(notes.txt); choose a new or empty folder\n")
+    assert sorted(p.name for p in mine.iterdir()) == [".lock", "notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
         main(["grammar", "sample", str(tiny), "-n", "-3"])
     assert "must be a positive integer, got '-3'" in capsys.readouterr().err

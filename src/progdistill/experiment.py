@@ -79,13 +79,20 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     """Check the device, the task, the models and `teacher.path`, create the run folder and write run.json (and the
     files the task derives from its inputs, such as a text task's tokenizer.json); refuse a folder that holds a
     different recipe, unless this one only adds students to it (`grows`), or that was written from other input
-    files (a grammar, tensors file or corpus whose contents changed). A folder written by an older version is the
+    files (a grammar, tensors file or corpus whose contents changed), or a folder of other files without run.json
+    (a user's folder given as --out by mistake). A folder written by an older version is the
     same recipe if its config, read by this version (which fills in keys added since with their defaults), equals
     this one. Nothing is written before every check has passed."""
     require_device(recipe.device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
+    if out.is_dir() and not (out / "run.json").is_file():
+        others = sorted(p.name for p in out.iterdir() if p.name != ".lock" and not
+                        (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if others:
+            raise RecipeError(f"--out {out} is not a run folder (no run.json) and holds other files "
+                              f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
     run_file = out / "run.json"
