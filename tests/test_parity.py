@@ -213,6 +213,23 @@ def test_sampled_monomial_points_are_their_documented_draws():
     assert torch.equal(torch.cat(model.seen), bits.float() * 2 - 1)
 
 
+def test_monomial_tensors_are_made_on_the_inputs_device():
+    """Under a meta default device, tensors made without `device=` are meta: CPU inputs and a CPU model
+    must still give the numbers computed outside it."""
+    task, model = ParityTask(d=8, k=2, eval_size=8), Linear2(8)
+    x, p = all_signs(4), torch.linspace(0.0, 1.0, 16)
+    outside = (all_signs(4), monomial_correlations(x, p, [(0, 3), (1, 2)]),
+               monomial_probe(model, task, samples=200, exact_max_d=0, seed=2, degrees=[1, 2]),
+               monomial_probe(model, task, samples=256, degrees=[1]))
+    with torch.device("meta"):
+        signs = all_signs(4, "cpu")
+        inside = (signs, monomial_correlations(x, p, [(0, 3), (1, 2)]),
+                  monomial_probe(model, task, samples=200, exact_max_d=0, seed=2, degrees=[1, 2]),
+                  monomial_probe(model, task, samples=256, degrees=[1]))
+    assert signs.device.type == "cpu" and torch.equal(signs, outside[0])
+    assert inside[1:] == outside[1:]
+
+
 def test_monomial_correlations_accumulate_chunks_in_float64():
     """16384 points: two chunks of 8192. p has mean 0; chi * p sums to 2 in the first chunk and to 2^-29 in
     the second, which float32 would lose next to 2 (its spacing there is 2^-22)."""

@@ -8,7 +8,8 @@ from torch import nn
 
 from progdistill.models import BertMLM
 from progdistill.probes import nonterminal
-from progdistill.probes.ngram import base_inputs, ngram_inputs, ngram_probe, target_positions, tv_distance
+from progdistill.probes.ngram import (_expand, _predict, base_inputs, model_device, ngram_inputs, ngram_probe, summarize,
+                                     target_positions, tv_distance)
 from progdistill.probes.nonterminal import nonterminal_probe, position_baseline, train_probe
 
 BOS, PAD, MASK, V = 3, 5, 6, 8
@@ -52,6 +53,25 @@ def test_target_positions_are_evenly_spaced_terminals():
     assert pos.tolist() == [[3, 5, 6, 8], [1, 1, 1, 1], [2, 3, 3, 4], [1, 1, 2, 2]]
     with pytest.raises(ValueError, match=r"^every sentence needs at least one terminal \(length >= 2 incl\. BOS\)$"):
         target_positions(torch.tensor([1]), 2)
+
+
+def test_ngram_tensors_are_made_on_their_inputs_device():
+    """Under a meta default device, tensors made without `device=` are meta: CPU inputs must still give
+    CPU results equal to those made outside it, and a model on meta reports meta."""
+    tokens, lengths = sentences(6, 9)
+    model = Neighbours()
+    pos = target_positions(lengths, 3)
+    outside = (pos, *_expand(tokens, lengths, pos, PAD), _predict(model, tokens, pos[:, 0], None, 4),
+               summarize(torch.linspace(0.0, 1.0, 7)))
+    with torch.device("meta"):
+        pos_meta = target_positions(lengths, 3)
+        inside = (pos_meta, *_expand(tokens, lengths, pos_meta, PAD), _predict(model, tokens, pos[:, 0], None, 4),
+                  summarize(torch.linspace(0.0, 1.0, 7, device="cpu")))
+    for a, b in zip(outside[:-1], inside[:-1]):
+        assert b.device.type == "cpu" and torch.equal(a, b)
+    assert inside[-1] == outside[-1]
+    assert model_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert model_device(nn.Identity()) == torch.device("cpu")
 
 
 def test_window_inputs_mask_exactly_the_window():
