@@ -298,6 +298,30 @@ def test_nonterminal_levels_are_scored_on_their_own_labels():
     assert level1["accuracy"] == 1.0 and level2["accuracy"] == 1.0
 
 
+def test_probe_is_trained_on_the_features_device_and_forks_the_cpu_generator(monkeypatch):
+    """The probe lives on the features' device (meta here: all of its steps run there, without numbers),
+    and only the CPU generator is forked for its initialisation when the features are not on a GPU (the
+    fork is recorded)."""
+    import contextlib
+
+    forked = []
+    fork_rng = torch.random.fork_rng
+
+    @contextlib.contextmanager
+    def recording(devices=None, enabled=True):
+        forked.append(devices)
+        with fork_rng(devices=devices, enabled=enabled):
+            yield
+
+    monkeypatch.setattr(torch.random, "fork_rng", recording)
+    keep = torch.ones(2, 5, dtype=torch.bool)  # 2 sentences of 5 labelled positions: one batch of both
+    labels = torch.zeros(10, 2, dtype=torch.long)
+    for device in ("cpu", "meta"):
+        probe = train_probe(torch.ones(10, 4, device=device), labels.to(device), keep, [2, 3], 2, 0.01, 0, 8)
+        assert probe.weight.device.type == probe.bias.device.type == device
+    assert forked == [[], []]
+
+
 def test_probe_loss_is_the_sum_of_per_level_mean_cross_entropies():
     """Zero logits: every labelled position costs log(classes). Level 1 (2 classes): labels 0 and 1 at
     two positions, mean log 2; level 2 (3 classes): one label, log 3; unlabelled (-1) positions are left
