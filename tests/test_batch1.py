@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from progdistill import batch1_kernels
 from progdistill.batch1 import Batch1Path, blocker, make_batch1_path
 from progdistill.config import RecipeError, load_recipe
+from progdistill.io import save_tensors
 from progdistill.models import build_model
 from progdistill.schedule import make_schedule
 from progdistill.tasks import ParityTask
@@ -290,6 +291,43 @@ def test_teacher_outputs_without_a_trajectory():
     assert outputs.get(None, 0, task.train_batch(0, 4)) is None  # no teacher at this step
     with pytest.raises(AssertionError, match="^a teacher schedule needs a trajectory$"):
         outputs.get(50, 0, task.train_batch(0, 4))
+
+
+def test_teacher_outputs_load_onto_their_device_and_fork_only_that_gpus_generator(tmp_path, monkeypatch):
+    """The teacher and a cached block are read onto the outputs' device, and loading the teacher forks the
+    global generators: the CPU's, and on a GPU that GPU's too. GPUs are simulated: the fork and the loads
+    are recorded (safetensors reads only onto devices the machine has)."""
+    import contextlib
+
+    from progdistill import teacher_outputs
+    from progdistill.io import load_tensors
+
+    forked, loaded, read = [], [], []
+
+    @contextlib.contextmanager
+    def fork(devices=None, enabled=True):
+        forked.append(devices)
+        yield
+
+    class Recorded:
+        def load(self, step, device="cpu"):
+            loaded.append((step, device))
+            return torch.nn.Identity()
+
+    monkeypatch.setattr(torch.random, "fork_rng", fork)
+    monkeypatch.setattr(teacher_outputs, "load_tensors",
+                        lambda path, device="cpu": read.append(device) or load_tensors(path))
+    task = ParityTask(d=12, k=2, eval_size=64)
+    for device, devices in ((torch.device("cuda", 1), [torch.device("cuda", 1)]), (torch.device("cpu"), [])):
+        forked.clear(), loaded.clear()
+        outputs = TeacherOutputs(Recorded(), task, 4, device)
+        assert outputs.model(30) is outputs.model(30)  # loaded once
+        assert forked == [devices] and loaded == [(30, device)]
+    save_tensors(tmp_path / "checkpoint-30" / "block-0.safetensors",
+                 {"outputs": torch.tensor([[1.0], [2.0], [3.0]]), "offsets": torch.tensor([0, 1, 3])})
+    cached = TeacherOutputs(Recorded(), task, 4, torch.device("cuda", 1), cache=tmp_path, block=2)
+    assert cached.get(30, 1, task.train_batch(1, 4)).tolist() == [[2.0], [3.0]]
+    assert read == [torch.device("cuda", 1)] and loaded == [(30, torch.device("cpu"))]
 
 
 def test_teacher_outputs_per_step_hold_their_block_and_their_model(tmp_path, teacher, monkeypatch):

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from progdistill.probes.monomials import (all_signs, monomial_correlations, monomial_peak, monomial_probe,
+from progdistill.probes.monomials import (_PROBE, all_signs, monomial_correlations, monomial_peak, monomial_probe,
                                           monomial_series, off_support_sets, tidy_rows, transition_window)
 from progdistill.tasks import ParityTask
+from progdistill.tasks.base import seeded_generator
 
 
 def brute_label(x, blocks, num_labels):
@@ -180,6 +181,53 @@ def test_off_support_sets_are_seeded_distinct_and_counted():
     assert off_support_sets(12, [0, 1], 2, 5, seed=3) == sets
     assert off_support_sets(12, [0, 1], 2, 5, seed=4) != sets
     assert off_support_sets(5, [0], 2, 6, seed=3) == [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
+
+
+def test_off_support_sets_are_their_documented_draws():
+    """Each draw: the first `degree` of a randperm of the outside coordinates, generator keys (seed, _PROBE, degree)."""
+    for d, support, degree, count, seed in ((12, [0, 1], 2, 5, 3), (10, [2, 5], 3, 4, 0), (9, [1], 1, 3, 7)):
+        outside = [i for i in range(d) if i not in support]
+        gen = seeded_generator(torch.device("cpu"), seed, _PROBE, degree)
+        want: set = set()
+        while len(want) < count:
+            want.add(tuple(sorted(outside[int(i)] for i in torch.randperm(len(outside), generator=gen)[:degree])))
+        assert off_support_sets(d, support, degree, count, seed) == sorted(want)
+
+
+class Recording(torch.nn.Module):
+    """A linear model that keeps the points it is asked about."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.w, self.seen = torch.nn.Parameter(torch.linspace(-1.0, 1.0, d)), []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return torch.stack([torch.zeros(len(x)), x @ self.w], -1)
+
+
+def test_sampled_monomial_points_are_their_documented_draws():
+    task, model = ParityTask(d=10, k=2, eval_size=8), Recording(10)
+    monomial_probe(model, task, samples=300, exact_max_d=0, seed=4, degrees=[1])
+    bits = torch.randint(0, 2, (300, 10), generator=seeded_generator(torch.device("cpu"), 4, _PROBE))
+    assert torch.equal(torch.cat(model.seen), bits.float() * 2 - 1)
+
+
+def test_monomial_tensors_are_made_on_the_inputs_device():
+    """Under a meta default device, tensors made without `device=` are meta: CPU inputs and a CPU model
+    must still give the numbers computed outside it."""
+    task, model = ParityTask(d=8, k=2, eval_size=8), Linear2(8)
+    x, p = all_signs(4), torch.linspace(0.0, 1.0, 16)
+    outside = (all_signs(4), monomial_correlations(x, p, [(0, 3), (1, 2)]),
+               monomial_probe(model, task, samples=200, exact_max_d=0, seed=2, degrees=[1, 2]),
+               monomial_probe(model, task, samples=256, degrees=[1]))
+    with torch.device("meta"):
+        signs = all_signs(4, "cpu")
+        inside = (signs, monomial_correlations(x, p, [(0, 3), (1, 2)]),
+                  monomial_probe(model, task, samples=200, exact_max_d=0, seed=2, degrees=[1, 2]),
+                  monomial_probe(model, task, samples=256, degrees=[1]))
+    assert signs.device.type == "cpu" and torch.equal(signs, outside[0])
+    assert inside[1:] == outside[1:]
 
 
 def test_monomial_correlations_accumulate_chunks_in_float64():

@@ -157,6 +157,20 @@ def test_bert_mask_follows_its_draws_exactly_at_the_boundaries():
     assert torch.equal(batch.targets, torch.where(chosen, inputs, IGNORE))
 
 
+def test_bert_mask_draws_on_the_inputs_device():
+    """Under a meta default device, draws made without `device=` are meta: CPU inputs must still give
+    the CPU batch drawn outside it."""
+    gen = torch.Generator().manual_seed(5)
+    inputs = torch.randint(5, 20, (4, 9), generator=gen)
+    eligible = inputs != 7
+    outside = bert_mask(inputs, eligible, torch.Generator().manual_seed(1), 0.3, 0.5, 0.3, 4, 5, 20)
+    with torch.device("meta"):
+        inside = bert_mask(inputs, eligible, torch.Generator().manual_seed(1), 0.3, 0.5, 0.3, 4, 5, 20)
+    assert inside.inputs.device.type == inside.targets.device.type == "cpu"
+    assert torch.equal(inside.inputs, outside.inputs) and torch.equal(inside.targets, outside.targets)
+    assert not torch.equal(outside.inputs, inputs)  # some tokens masked or replaced
+
+
 def test_bert_mask_falls_back_to_the_eligible_position_of_lowest_u():
     shape, seed = (6, 10), 2
     u = torch.rand(shape, generator=torch.Generator().manual_seed(seed))

@@ -8,7 +8,8 @@ from torch import nn
 
 from progdistill.models import BertMLM
 from progdistill.probes import nonterminal
-from progdistill.probes.ngram import base_inputs, ngram_inputs, ngram_probe, target_positions, tv_distance
+from progdistill.probes.ngram import (_expand, _predict, base_inputs, model_device, ngram_inputs, ngram_probe, summarize,
+                                     target_positions, tv_distance)
 from progdistill.probes.nonterminal import nonterminal_probe, position_baseline, train_probe
 
 BOS, PAD, MASK, V = 3, 5, 6, 8
@@ -52,6 +53,25 @@ def test_target_positions_are_evenly_spaced_terminals():
     assert pos.tolist() == [[3, 5, 6, 8], [1, 1, 1, 1], [2, 3, 3, 4], [1, 1, 2, 2]]
     with pytest.raises(ValueError, match=r"^every sentence needs at least one terminal \(length >= 2 incl\. BOS\)$"):
         target_positions(torch.tensor([1]), 2)
+
+
+def test_ngram_tensors_are_made_on_their_inputs_device():
+    """Under a meta default device, tensors made without `device=` are meta: CPU inputs must still give
+    CPU results equal to those made outside it, and a model on meta reports meta."""
+    tokens, lengths = sentences(6, 9)
+    model = Neighbours()
+    pos = target_positions(lengths, 3)
+    outside = (pos, *_expand(tokens, lengths, pos, PAD), _predict(model, tokens, pos[:, 0], None, 4),
+               summarize(torch.linspace(0.0, 1.0, 7)))
+    with torch.device("meta"):
+        pos_meta = target_positions(lengths, 3)
+        inside = (pos_meta, *_expand(tokens, lengths, pos_meta, PAD), _predict(model, tokens, pos[:, 0], None, 4),
+                  summarize(torch.linspace(0.0, 1.0, 7, device="cpu")))
+    for a, b in zip(outside[:-1], inside[:-1]):
+        assert b.device.type == "cpu" and torch.equal(a, b)
+    assert inside[-1] == outside[-1]
+    assert model_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert model_device(nn.Identity()) == torch.device("cpu")
 
 
 def test_window_inputs_mask_exactly_the_window():
@@ -276,6 +296,30 @@ def test_nonterminal_levels_are_scored_on_their_own_labels():
     assert level2["majority_baseline"] == 1.0
     assert level1["position_baseline"] == 35 / 40  # position 1: class 2 (3 of 4 sentences), position 2: class 2
     assert level1["accuracy"] == 1.0 and level2["accuracy"] == 1.0
+
+
+def test_probe_is_trained_on_the_features_device_and_forks_the_cpu_generator(monkeypatch):
+    """The probe lives on the features' device (meta here: all of its steps run there, without numbers),
+    and only the CPU generator is forked for its initialisation when the features are not on a GPU (the
+    fork is recorded)."""
+    import contextlib
+
+    forked = []
+    fork_rng = torch.random.fork_rng
+
+    @contextlib.contextmanager
+    def recording(devices=None, enabled=True):
+        forked.append(devices)
+        with fork_rng(devices=devices, enabled=enabled):
+            yield
+
+    monkeypatch.setattr(torch.random, "fork_rng", recording)
+    keep = torch.ones(2, 5, dtype=torch.bool)  # 2 sentences of 5 labelled positions: one batch of both
+    labels = torch.zeros(10, 2, dtype=torch.long)
+    for device in ("cpu", "meta"):
+        probe = train_probe(torch.ones(10, 4, device=device), labels.to(device), keep, [2, 3], 2, 0.01, 0, 8)
+        assert probe.weight.device.type == probe.bias.device.type == device
+    assert forked == [[], []]
 
 
 def test_probe_loss_is_the_sum_of_per_level_mean_cross_entropies():

@@ -1,10 +1,12 @@
 """Natural-language masked LM (SPEC §5): corpus readers, tokenizer, split, packing, masking, probe, CLI."""
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +16,9 @@ from progdistill.cli import main  # noqa: E402
 from progdistill.config import load_recipe  # noqa: E402
 from progdistill.tasks import build_task  # noqa: E402
 from progdistill.tasks.base import IGNORE, seeded_generator  # noqa: E402
-from progdistill.tasks.text import TextMLMTask, _seed, pack, split_documents  # noqa: E402
+from progdistill.tasks.masking import bert_mask  # noqa: E402
+from progdistill.tasks.text import (_HELDOUT_MASK, _MASK, _SPLIT, _STREAM, TextMLMTask, _seed, pack,  # noqa: E402
+                                    split_documents)
 from progdistill.text import CorpusError, read_corpus  # noqa: E402
 from progdistill.text.tokenizer import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, encode,  # noqa: E402
                                         load_tokenizer, tokenizer_digest, train_wordpiece)
@@ -252,6 +256,33 @@ def test_text_masks_depend_on_data_seed_and_step_and_select_every_ordinary_token
     batch = everything.mask(rows, step=0)
     ordinary = rows >= len(SPECIAL_TOKENS)  # id 5 is the first ordinary token; [UNK] = 1 is special
     assert torch.equal(batch.targets, torch.where(ordinary, rows, IGNORE))
+
+
+def test_split_stream_and_masks_are_their_documented_draws(corpus_file):
+    """The split, each epoch's order and each training mask recomputed from their documented keys."""
+    assert len({_STREAM, _MASK, _HELDOUT_MASK, _SPLIT}) == 4  # one purpose each
+    cpu = torch.device("cpu")
+    for n, heldout, seed in ((40, 0.25, 0), (7, 0.3, 5)):
+        order = np.random.default_rng(seeded_generator(cpu, seed, _SPLIT).initial_seed()).permutation(n)
+        held = math.ceil(heldout * n)
+        train, out = split_documents(n, heldout, seed)
+        assert out.tolist() == order[:held].tolist() and train.tolist() == sorted(order[held:].tolist())
+    t = task(corpus_file, seed=2, data_seed=3)
+    assert t.heldout_docs.tolist() == split_documents(40, 0.25, 2)[1].tolist()
+    n = len(t.train_sequences)
+    for epoch in (0, 1):
+        perm = torch.randperm(n, generator=seeded_generator(cpu, 2, 3, _STREAM, epoch))
+        assert torch.equal(t.stream_rows(epoch, n), t.train_sequences[perm])
+    x = t.train_sequences[:8]
+    for step in (0, 7):
+        want = bert_mask(x, x >= len(SPECIAL_TOKENS), seeded_generator(cpu, 2, 3, _MASK, step), 0.15, 0.8, 0.1,
+                         MASK_ID, len(SPECIAL_TOKENS), t.vocab_size)
+        got = t.mask(x, step)
+        assert torch.equal(got.inputs, want.inputs) and torch.equal(got.targets, want.targets)
+    # data_seed moves the order and the masks, never the split
+    other = task(corpus_file, seed=2, data_seed=4)
+    assert other.heldout_docs.tolist() == t.heldout_docs.tolist()
+    assert not torch.equal(other.stream_rows(0, n), t.stream_rows(0, n))
 
 
 # --- probe and statistics ------------------------------------------------------------------------

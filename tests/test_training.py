@@ -110,6 +110,34 @@ def test_a_state_saved_before_its_files_were_named_by_step_resumes(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_a_state_resumes_onto_the_device_asked_for(tmp_path, monkeypatch):
+    """`Run.resume(device)` reads the model and optimizer tensors onto `device`, the generator state onto
+    the CPU. The reads are recorded (safetensors reads only onto devices the machine has)."""
+    from progdistill import trainer
+    from progdistill.io import load_tensors
+    from progdistill.trainer import Run, _read_optimizer
+
+    task = ParityTask(d=12, k=2, eval_size=64)
+    cfg = TrainConfig(steps=10, batch_size=4, eval_every=5)
+    model = fresh()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.ones(3, 12)).sum().backward()
+    opt.step()
+    Run(tmp_path, task, cfg, {"model": ARCH}).save_state(5, model.state_dict(), opt)
+    read = []
+    monkeypatch.setattr(trainer, "load_tensors",
+                        lambda path, device="cpu": read.append((path.name, device)) or load_tensors(path))
+    step, weights, optimizer = Run(tmp_path, task, cfg, {"model": ARCH}).resume("cuda:1")
+    assert step == 5 and all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert read == [("model-5.safetensors", "cuda:1"), ("optimizer-5.safetensors", "cuda:1"),
+                    ("rng-5.safetensors", "cpu")]
+    read.clear()
+    info = read_json(tmp_path / "state" / "state.json")["optimizer"]
+    assert _read_optimizer(tmp_path / "state" / "optimizer-5.safetensors", info, "cuda:1").keys() == {"state",
+                                                                                                     "param_groups"}
+    assert read == [("optimizer-5.safetensors", "cuda:1")]
+
+
 def test_a_resumed_state_restores_the_global_generator_and_the_losses_since_the_last_evaluation(tmp_path):
     from progdistill.trainer import Run
 

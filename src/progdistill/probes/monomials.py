@@ -32,7 +32,8 @@ def all_signs(d: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def off_support_sets(d: int, support: list[int], degree: int, count: int, seed: int) -> list[tuple[int, ...]]:
     """Up to `count` distinct seeded sets of `degree` coordinates disjoint from the support
-    (all of them when fewer exist)."""
+    (all of them when fewer exist), sorted. Each draw is the first `degree` entries of a
+    `torch.randperm` of the outside coordinates with `seeded_generator(cpu, seed, _PROBE, degree)`."""
     outside = [i for i in range(d) if i not in set(support)]
     total = math.comb(len(outside), degree)
     if total <= count:
@@ -71,7 +72,9 @@ def monomial_correlations(x: torch.Tensor, p: torch.Tensor, sets: list[tuple[int
 def monomial_probe(model: nn.Module, task: ParityTask, samples: int = 100_000, off_support: int = 100,
                    degrees: list[int] | None = None, seed: int = 0, target_class: int = 1,
                    exact_max_d: int = 16) -> dict[str, Any]:
-    """Correlations for every in-support set and `off_support` seeded off-support sets per degree."""
+    """Correlations for every in-support set and `off_support` seeded off-support sets per degree.
+    Sampled points are `torch.randint(0, 2, (samples, d), generator=seeded_generator(device, seed, _PROBE))`
+    mapped to -1/+1 (1 -> +1), on the model's device."""
     d, support = task.d, task.support
     device = next(model.parameters()).device
     exact = d <= exact_max_d and 2**d <= samples

@@ -67,7 +67,8 @@ def _file_stamp(path: str | None) -> tuple:
 
 def split_documents(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held-out) of n documents: a seeded permutation, the first ceil(heldout * n)
-    held out. Raises CorpusError unless both sides get at least one document."""
+    held out. Raises CorpusError unless both sides get at least one document.
+    The permutation is `np.random.default_rng(_seed(seed, _SPLIT)).permutation(n)`."""
     held = math.ceil(heldout * n)
     if n < 2 or held >= n:
         raise CorpusError(f"the corpus has {n} document(s): a split by document with heldout={heldout} needs at "
@@ -149,7 +150,8 @@ class TextMLMTask(Task):
         return self._perms[epoch]
 
     def stream_rows(self, step: int, batch_size: int) -> torch.Tensor:
-        """Clean training sequences [B, max_len] of batch `step` (stream rows [step*B, (step+1)*B))."""
+        """Clean training sequences [B, max_len] of batch `step` (stream rows [step*B, (step+1)*B)).
+        Epoch e's permutation is `torch.randperm(N, generator=seeded_generator(cpu, seed, data_seed, _STREAM, e))`."""
         if batch_size < 1 or step < 0:
             raise ValueError(f"need step >= 0 and batch_size >= 1, got {step}, {batch_size}")
         n = len(self.train_sequences)
@@ -167,7 +169,8 @@ class TextMLMTask(Task):
                          MASK_ID, _FIRST, self.vocab_size)
 
     def mask(self, inputs: torch.Tensor, step: int) -> Batch:
-        """The training mask of `step` applied to clean sequences."""
+        """The training mask of `step` applied to clean sequences, drawn from
+        `seeded_generator(inputs.device, seed, data_seed, _MASK, step)`."""
         return self._masked(inputs, seeded_generator(inputs.device, self.seed, self.data_seed, _MASK, step))
 
     def train_batch(self, step: int, batch_size: int) -> Batch:
