@@ -224,3 +224,31 @@ def test_a_teacher_killed_after_its_last_file_is_finished_and_reusable(tmp_path,
     assert finished_teacher(reuse, tmp_path / "other").steps == [0, 20, 40]
     assert train_teacher(recipe, tmp_path, progress=False).steps == Trajectory(folder).steps
     assert not (folder / "state").exists()
+
+
+def test_paths_the_system_refuses_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    """A name over the filesystem's 255 characters, a symlink loop and an empty --out: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    long = "a" * 300
+    cases = [(["run", "parity-mlp-small", "--out", long], f"{long}: File name too long"),
+             (["run", "parity-mlp-small", f"teacher.path={long}", "--out", "o"], f"{long}: File name too long"),
+             (["run", f"{long}.yaml"], f"{long}.yaml: File name too long"),
+             (["report", long], f"{long}/run.json: File name too long")]
+    (tmp_path / "loop").symlink_to("loop")
+    cases += [(["run", "parity-mlp-small", "--out", "loop"], "cannot write loop: Symlink loop from"),
+              (["run", "parity-mlp-small", "--out", ""], "--out: an empty path")]
+    for argv, end in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        # a long path is clipped in its middle: the message keeps its start and its end
+        assert err.rstrip("\n").endswith(end[-60:]) or end in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
+
+
+def test_a_clipped_message_keeps_its_advice():
+    message = "runs/x holds a run of a different config (" + "; ".join(f"k{i}: 1 -> 2" for i in range(80)) + \
+        "); choose another --out or delete it"
+    text = one_line(message)
+    assert text.startswith("runs/x holds a run of a different config (k0: 1 -> 2")
+    assert text.endswith("; choose another --out or delete it") and " ... " in text and len(text) < 320

@@ -23,6 +23,8 @@ def _positive(text: str) -> int:
 
 
 def _out(args, recipe) -> Path:
+    if args.out is not None and not args.out.strip():
+        raise RecipeError("--out: an empty path (leave --out out for runs/<recipe name>)")
     return Path(args.out) if args.out else Path("runs") / recipe.name
 
 
@@ -324,11 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _clip(text: str, size: int) -> str:
+    """`text` cut to about `size` characters in its middle, keeping its end (where the advice is)."""
+    if len(text) <= size:
+        return text
+    tail = min(120, size // 3)
+    return text[:size - tail] + " ... " + text[-tail:]
+
+
 def one_line(message: str, part: int = 300, whole: int = 1200) -> str:
-    """An error message on one line: its lines joined by '; ', each cut to `part` characters and the
-    whole to `whole` (a 10 MB grammar line is not echoed to the terminal)."""
+    """An error message on one line: its lines joined by '; ', each cut in its middle to about `part`
+    characters and the whole to about `whole`, keeping the start (what is wrong) and the end (what to
+    do); a 10 MB grammar line is not echoed to the terminal."""
     lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
-    text = "; ".join(line if len(line) <= part else line[:part] + "..." for line in lines)
+    text = "; ".join(_clip(line, part) for line in lines)
     return text if len(text) <= whole else text[:whole] + f"... ({len(lines)} problems in all)"
 
 
@@ -349,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refuses before anything is written (a name too long, ...)
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"error: {one_line(where + (e.strerror or str(e)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -21,7 +21,10 @@ def lock_run_folder(out: str | Path) -> Path:
     """Take the run folder's lock for this process (a no-op if it already holds it); creates the folder.
     Raises FolderInUseError naming the other process's pid, or OutputError if the folder cannot be written."""
     out = Path(out)
-    key = out.resolve()
+    try:
+        key = out.resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise output_error(out, e) from None
     if key in _HELD:
         return out
     make_dirs(out)
