@@ -166,3 +166,20 @@ def test_malformed_trajectory_metadata_is_refused_before_writing(teacher, tmp_pa
     folder = _copy(teacher, tmp_path)
     (folder / file).write_text(content)
     _refused([f"teacher.path={folder}"], tmp_path, capsys, match)
+
+
+def test_too_few_teacher_evaluations_for_the_phases_are_refused_before_training(tmp_path, capsys):
+    """Evaluations at 0, 20, 40; the first 5 % skipped leaves 2 (detect_phases needs 4) for a method that
+    starts at the drop: refused before the teacher trains, not after."""
+    _refused(["teacher.eval_every=20"], tmp_path, capsys,
+             r"^error: teacher\.eval_every: method 'progressive-from-drop' needs the teacher's phases, found from "
+             r">= 4 evaluations after the first 5% of the run \(phases\.skip\); teacher\.steps=40 with "
+             r"teacher\.eval_every=20 gives 2: lower teacher\.eval_every$")
+    from progdistill.preflight import check_phase_evaluations
+
+    check_phase_evaluations(load_recipe("parity-mlp-small", TINY))  # 10, 20, 30, 40: exactly 4
+    check_phase_evaluations(load_recipe("parity-mlp-small", [*TINY, "teacher.eval_every=20",
+                                                             "students.methods=[ce, one-shot]"]))  # no phases needed
+    with pytest.raises(RecipeError, match="method 'auto' needs the teacher's phases"):
+        check_phase_evaluations(load_recipe("parity-mlp-small", [*TINY, "teacher.eval_every=20",
+                                                                 "students.methods=[ce, auto]"]))

@@ -24,7 +24,7 @@ from .layout import student_folder
 from .metric_logging import require_backends
 from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
-from .preflight import (check_eval_size, check_probe_options, check_schedules,
+from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
                         check_sizes, check_trajectory)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
@@ -147,6 +147,7 @@ def check_task_and_models(recipe: Recipe, folder: Path | None = None) -> Task:
     file is written. Returns the task (data seed 0, on the CPU; `folder`: see `build_task`)."""
     check_probe_options(recipe)
     check_eval_size(recipe)
+    check_phase_evaluations(recipe)
     try:
         task = build_task(recipe.task, folder=folder)
     except ValueError as e:

@@ -271,3 +271,32 @@ def check_schedules(recipe: Recipe, trajectory) -> None:
                 make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
             except ValueError as e:
                 raise RecipeError(f"students: method {method.display!r}: {e}") from None
+
+
+def check_phase_evaluations(recipe: Recipe) -> None:
+    """A teacher trained by this run must be evaluated often enough for its phases to be detected
+    (`detect_phases` needs >= 4 evaluations after the first `phases.skip` of the run) when a student
+    method needs them (a checkpoint given relative to the drop, or `auto`); RecipeError naming
+    `teacher.eval_every` otherwise, before the teacher trains rather than after."""
+    from .schedule import make_schedule
+    from .trainer import checkpoint_steps
+
+    t = recipe.teacher
+    if t.path:
+        return
+    saved = sorted(checkpoint_steps(t))
+    evals = {0, t.steps} | set(range(0, t.steps + 1, t.eval_every)) | set(saved)
+    first = recipe.phases.skip * t.steps
+    count = sum(step >= first for step in evals)
+    if count >= 4:
+        return
+    for method in recipe.students.methods:
+        for budget in recipe.students.steps:
+            try:
+                make_schedule(method.model_dump(), saved, None, None, budget)
+            except (ValueError, TypeError) as e:
+                if "needs the teacher's phases" in str(e):
+                    raise RecipeError(
+                        f"teacher.eval_every: method {method.display!r} needs the teacher's phases, found from >= 4 "
+                        f"evaluations after the first {recipe.phases.skip:.0%} of the run (phases.skip); teacher.steps={t.steps} with "
+                        f"teacher.eval_every={t.eval_every} gives {count}: lower teacher.eval_every") from None
