@@ -370,3 +370,29 @@ def test_hub_cache_location(monkeypatch, tmp_path):
     assert hub_cache_dir() == str(tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     assert hub_cache_dir() == str(tmp_path / "elsewhere")
+
+
+def test_a_trainer_folder_without_architectures_follows_the_hint(tmp_path, trainer_run, capsys):
+    """config.json without `architectures`: the error names the key that fixes it, and that key works."""
+    from progdistill.config import RecipeError, validate
+    from progdistill.experiment import check_task_and_models
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(trainer_run, folder)
+    for c in folder.glob("checkpoint-*"):
+        config = json.loads((c / "config.json").read_text())
+        config.pop("architectures", None)
+        (c / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "run"
+    assert main(["run", str(recipe_file(tmp_path, str(folder), BUILTIN_BERT)), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "architectures [] is not a masked LM, causal LM or sequence classifier; name the class that loads them " \
+        "with teacher.model: {type: hf, class: AutoModelForMaskedLM}" in err and not out.exists()
+    hinted = {"path": str(folder), "model": {"type": "hf", "class": "AutoModelForMaskedLM"}}
+    recipe = validate({"task": TASK, "teacher": hinted, "students": {
+        "model": BUILTIN_BERT, "steps": 20, "batch_size": 16, "seeds": [0], "methods": ["ce"]}})
+    check_task_and_models(recipe)  # the trajectory opens with the class from the recipe
+    with pytest.raises(RecipeError, match=r"students\.model: give exactly one of config \(with a model_type\) and path"):
+        validate({"task": TASK, "teacher": hinted, "students": {
+            "model": {"type": "hf", "class": "AutoModelForMaskedLM"}, "steps": 20, "batch_size": 16, "seeds": [0],
+            "methods": ["ce"]}})

@@ -251,4 +251,4 @@ def test_a_clipped_message_keeps_its_advice():
         "); choose another --out or delete it"
     text = one_line(message)
     assert text.startswith("runs/x holds a run of a different config (k0: 1 -> 2")
-    assert text.endswith("; choose another --out or delete it") and " ... " in text and len(text) < 320
+    assert text.endswith("; choose another --out or delete it") and " ... " in text and len(text) < 520

@@ -334,7 +334,7 @@ def _clip(text: str, size: int) -> str:
     return text[:size - tail] + " ... " + text[-tail:]
 
 
-def one_line(message: str, part: int = 300, whole: int = 1200) -> str:
+def one_line(message: str, part: int = 500, whole: int = 1200) -> str:
     """An error message on one line: its lines joined by '; ', each cut in its middle to about `part`
     characters and the whole to about `whole`, keeping the start (what is wrong) and the end (what to
     do); a 10 MB grammar line is not echoed to the terminal."""

@@ -253,7 +253,7 @@ class HFModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "HFModelConfig":
-        if (self.config is None) == (self.path is None):
+        if self.config is not None and self.path is not None:  # neither: only a teacher read from teacher.path
             raise ValueError("give exactly one of config (with a model_type) and path")
         if self.config is not None and not self.config.get("model_type"):
             raise ValueError("config needs a model_type (bert, gpt2, ...)")
@@ -597,6 +597,17 @@ class Recipe(Strict):
         if late:
             raise ValueError(f"students.sweep.checkpoints: {late} past the teacher's last step "
                              f"(teacher.steps = {last})")
+        return self
+
+    @model_validator(mode="after")
+    def _hf_models_can_be_built(self) -> "Recipe":
+        """A `type: hf` model is built from `config` or `path`; a teacher read from `teacher.path` needs
+        neither (its `class` alone says how to load the trajectory's checkpoints)."""
+        sections = [("students.model", self.students.model)] + ([] if self.teacher.path else
+                                                                [("teacher.model", self.teacher.model)])
+        for key, model in sections:
+            if isinstance(model, HFModelConfig) and model.config is None and model.path is None:
+                raise ValueError(f"{key}: give exactly one of config (with a model_type) and path")
         return self
 
     @model_validator(mode="after")
