@@ -230,7 +230,10 @@ def test_report_of_a_run_folder_before_its_students(tiny, tmp_path):
     assert "No student has finished yet" in report and "degree-1 in-support" in report
     assert not (out / "plots" / "students.png").exists()
     flat = tmp_path / "flat"  # phases looked for only in the last 1% of the curve: too few points
-    assert main(["probe", str(tiny), "--out", str(flat), "--quiet", "phases.skip=0.99"]) == 0
+    assert main(["probe", str(tiny), "--out", str(flat), "--quiet", "phases.skip=0.99"]) == 2  # its methods need them
+    assert not flat.exists()
+    assert main(["probe", str(tiny), "--out", str(flat), "--quiet", "phases.skip=0.99",
+                 "students.methods=[ce, one-shot]"]) == 0
     assert main(["report", str(flat)]) == 0
     error = json.loads((flat / "summary.json").read_text())["teacher"]["phases_error"]
     assert error.startswith("need >= 4 finite points") and f"**No phase transition detected** ({error})" in \
