@@ -60,7 +60,7 @@ def test_readers_of_text_json_and_jsonl(tmp_path):
     assert read_corpus(tmp_path / "c.jsonl").documents == ("three", "four")
     (tmp_path / ".hidden.txt").write_text("never read", encoding="utf-8")
     (tmp_path / "notes.csv").write_text("never read", encoding="utf-8")
-    with pytest.raises(CorpusError, match=r"c.jsonl:1: line 1 has no field 'body'"):
+    with pytest.raises(CorpusError, match=r"c.jsonl:1: the line has no field 'body'"):
         read_corpus(tmp_path, field="body")  # a folder: by suffix, in sorted order, hidden files skipped
     (tmp_path / "c.jsonl").unlink()
     folder = read_corpus(tmp_path, field="body")
@@ -72,10 +72,10 @@ def test_readers_of_text_json_and_jsonl(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("bad.txt", b"fine line\nsecond \xff line\n", r"bad.txt:2: not valid UTF-8"),
-    ("bad.jsonl", b'{"text": "a"}\n{"title": "b"}\n', r"bad.jsonl:2: line 2 has no field 'text'"),
+    ("bad.jsonl", b'{"text": "a"}\n{"title": "b"}\n', r"bad.jsonl:2: the line has no field 'text'"),
     ("bad.jsonl", b'{"text": "a"}\n{"text": \n', r"bad.jsonl:2: not valid JSON"),
     ("bad.json", b'[\n {"text": "a"},\n {"other": 1}\n]', r"bad.json:3: item 1 has no field 'text'"),
-    ("bad.json", b'{"a": {"text": "x"},\n "b": {"text": 3}}', r"bad.json:2: item 'b': field 'text' is a int"),
+    ("bad.json", b'{"a": {"text": "x"},\n "b": {"text": 3}}', r"bad.json:2: item 'b': field 'text' is an int"),
     ("bad.json", b'[{"text": "a"},\n\n {"text": "b"', r"bad.json:3: "),
     ("empty.txt", b"\n  \n\n", r"empty.txt: the corpus is empty"),
     ("empty.json", b"[]", r"empty.json: the corpus is empty"),
@@ -404,7 +404,7 @@ def test_students_of_all_seeds_share_a_group_with_the_numbers_of_one_at_a_time(c
 
 @pytest.mark.parametrize("name, content, message", [
     ("bad.txt", b"ok\n\nnot \xc3\x28 utf8\n", r"^error: .*bad.txt:3: not valid UTF-8"),
-    ("bad.jsonl", b'{"text": "a b"}\n{"body": "c"}\n', r"^error: .*bad.jsonl:2: line 2 has no field 'text'"),
+    ("bad.jsonl", b'{"text": "a b"}\n{"body": "c"}\n', r"^error: .*bad.jsonl:2: the line has no field 'text'"),
     ("empty.txt", b"", r"^error: .*empty.txt: the corpus is empty"),
 ])
 def test_cli_corpus_errors_are_one_line_and_write_nothing(tmp_path, capsys, name, content, message):

@@ -96,7 +96,7 @@ def read_corpus(path: str | Path | None = None, format: str = "auto", field: str
         elif kind == "json":
             docs += [_text(file, line, what, item, field) for line, what, item in _json_items(file, text)]
         else:
-            docs += [_text(file, line, f"line {line}", item, field) for line, item in _jsonl_items(file, text)]
+            docs += [_text(file, line, "the line", item, field) for line, item in _jsonl_items(file, text)]
     docs = [d for d in docs if d and not d.isspace()]
     if not docs:
         where = root if len(files) != 1 else files[0][0]
@@ -147,19 +147,24 @@ def _paragraphs(text: str) -> list[str]:
     return docs
 
 
+def _a(noun: str) -> str:
+    """'a list', 'an int'."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 def _text(file: Path, line: int, what: str, item: Any, field: str) -> str:
     """The document text of one JSON / JSONL item."""
     if isinstance(item, str):
         return item.strip()
     if not isinstance(item, dict):
-        raise CorpusError(f"{file}:{line}: {what} is a {type(item).__name__}, not an object with a {field!r} field "
+        raise CorpusError(f"{file}:{line}: {what} is {_a(type(item).__name__)}, not an object with a {field!r} field "
                           "or a string")
     if field not in item:
         raise CorpusError(f"{file}:{line}: {what} has no field {field!r} (set task.corpus.field; "
                           f"its fields: {', '.join(sorted(map(str, item))[:8]) or 'none'})")
     value = item[field]
     if not isinstance(value, str):
-        raise CorpusError(f"{file}:{line}: {what}: field {field!r} is a {type(value).__name__}, not a string")
+        raise CorpusError(f"{file}:{line}: {what}: field {field!r} is {_a(type(value).__name__)}, not a string")
     return value.strip()
 
 
