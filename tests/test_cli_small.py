@@ -123,5 +123,5 @@ def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path, monkeyp
     assert "name: parity-mlp-small" in recipe_text("parity-mlp-small")[0]
     assert main(["recipes", "--show", "parity-mlp-small"]) == 0
     assert capsys.readouterr().out == recipe_text("parity-mlp-small")[0]
-    with pytest.raises(RecipeError, match=r"^not-a-recipe: recipe file not found$"):
+    with pytest.raises(RecipeError, match=r"^not-a-recipe: a folder, not a recipe file$"):
         recipe_text("not-a-recipe")

@@ -183,3 +183,10 @@ def test_too_few_teacher_evaluations_for_the_phases_are_refused_before_training(
     with pytest.raises(RecipeError, match="method 'auto' needs the teacher's phases"):
         check_phase_evaluations(load_recipe("parity-mlp-small", [*TINY, "teacher.eval_every=20",
                                                                  "students.methods=[ce, auto]"]))
+
+
+def test_a_teacher_path_that_is_a_file_or_missing_says_which(tmp_path, capsys):
+    file = tmp_path / "tfile"
+    file.write_text("x")
+    _refused([f"teacher.path={file}"], tmp_path, capsys, rf"teacher\.path {file}: a file, not a folder of checkpoints$")
+    _refused([f"teacher.path={tmp_path / 'none'}"], tmp_path, capsys, r"teacher\.path .*none: no such folder$")

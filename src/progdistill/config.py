@@ -669,7 +669,7 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
     # A shipped name wins over a folder of that name in the working directory (e.g. a run folder).
     if path.suffix in (".yaml", ".yml") or path.is_file() or (path.exists() and name_or_path not in recipe_names()):
         if not path.is_file():
-            raise RecipeError(f"{path}: recipe file not found")
+            raise RecipeError(f"{path}: " + ("a folder, not a recipe file" if path.is_dir() else "recipe file not found"))
         try:
             data = path.read_bytes()
         except OSError as e:

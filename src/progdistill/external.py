@@ -115,7 +115,8 @@ def trajectory_kind(path: str | list[str]) -> str:
         return "hub"
     root = Path(path)
     if not root.is_dir():
-        raise TrajectoryError(f"teacher.path {root}: no such folder")
+        raise TrajectoryError(f"teacher.path {root}: " + ("a file, not a folder of checkpoints" if root.exists()
+                                                           else "no such folder"))
     children = [c for c in root.iterdir() if _CKPT.match(c.name) and c.is_dir()]
     if any((c / "meta.json").is_file() for c in children):
         return "native"

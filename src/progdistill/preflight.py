@@ -8,6 +8,8 @@ available now (`psutil` when installed, else `os.sysconf`) and the free disk und
 
 from __future__ import annotations
 
+import math
+
 import os
 import shutil
 from pathlib import Path
@@ -284,9 +286,15 @@ def check_phase_evaluations(recipe: Recipe) -> None:
     t = recipe.teacher
     if t.path:
         return
-    saved = sorted(checkpoint_steps(t))
-    evals = {0, t.steps} | set(range(0, t.steps + 1, t.eval_every)) | set(saved)
-    first = recipe.phases.skip * t.steps
+    first = math.ceil(recipe.phases.skip * t.steps)
+
+    def multiples(every: int) -> int:  # of `every` in [first, steps], without listing them (steps may be huge)
+        return t.steps // every - (first + every - 1) // every + 1
+
+    if multiples(t.eval_every) >= 4 or (t.checkpoint_every and multiples(t.checkpoint_every) >= 4):
+        return
+    saved = sorted(checkpoint_steps(t))  # few: fewer than 4 multiples of checkpoint_every
+    evals = {0, t.steps} | set(range(-(-first // t.eval_every) * t.eval_every, t.steps + 1, t.eval_every)) | set(saved)
     count = sum(step >= first for step in evals)
     if count >= 4:
         return
