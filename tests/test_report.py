@@ -244,3 +244,21 @@ def test_html_report_renders_every_image_in_chromium(run, tmp_path):
     figures = html.count("<img ")
     assert figures >= 7
     assert f'id="image-check">images={figures + 1} broken=control<' in dom
+
+
+def test_a_figure_saved_twice_gives_the_same_bytes_and_no_temporaries(tmp_path):
+    """PDFs carry no creation date, so two runs' plots compare equal; the writes are atomic."""
+    import matplotlib.pyplot as plt
+
+    from progdistill.report.style import save
+
+    paths = []
+    for name in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1, 2], [1, 0, 2], label="x")
+        ax.legend()
+        paths.append(save(fig, tmp_path / f"{name}.png"))
+    for first, second in zip(*paths):
+        assert first.read_bytes() == second.read_bytes() and first.stat().st_size > 1000
+    assert b"CreationDate" not in paths[0][1].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png", "b.pdf", "b.png"]

@@ -10,7 +10,7 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -102,6 +102,11 @@ def write_json(path: str | Path, obj: Any) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text + "\n")
 
+    _atomic(Path(path), write)
+
+
+def write_file(path: str | Path, write: Callable[[str], None]) -> None:
+    """Write `path` atomically with `write(temporary_path)` (a library's own writer, e.g. savefig)."""
     _atomic(Path(path), write)
 
 

@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from ..io import write_file  # noqa: E402
+
 COLUMN, PAGE = 3.5, 7.0  # figure widths in inches: one column, the whole page
 TEACHER = "#000000"
 PHASE = "#F0E442"  # the teacher's sharp drop, shaded (Okabe–Ito yellow: no method uses it)
@@ -156,8 +158,11 @@ def log_y(ax) -> None:
 
 
 def save(fig, path: Path) -> list[Path]:
-    """Write path (PNG, for the report) and the same figure as PDF beside it (for papers); close it."""
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.03)
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight", pad_inches=0.03)
+    """Write path (PNG, for the report) and the same figure as PDF beside it (for papers), each atomically
+    and without a creation date (the same figure gives the same bytes); close it."""
+    pdf = path.with_suffix(".pdf")
+    write_file(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.03))
+    write_file(pdf, lambda tmp: fig.savefig(tmp, format="pdf", bbox_inches="tight", pad_inches=0.03,
+                                            metadata={"CreationDate": None}))
     plt.close(fig)
-    return [path, path.with_suffix(".pdf")]
+    return [path, pdf]
