@@ -125,3 +125,14 @@ def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path, monkeyp
     assert capsys.readouterr().out == recipe_text("parity-mlp-small")[0]
     with pytest.raises(RecipeError, match=r"^not-a-recipe: a folder, not a recipe file$"):
         recipe_text("not-a-recipe")
+
+
+@pytest.mark.parametrize("command", ["run", "teacher", "probe", "distill", "report", "recipes", "grammar", "oracle",
+                                     "export"])
+def test_every_command_help_says_what_it_does(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    usage, description = out.split("\n\n")[:2]
+    assert usage.startswith(f"usage: progdistill {command}") and len(description.split()) >= 4, out

@@ -284,12 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage("teacher", cmd_teacher, "train the teacher and save its checkpoint trajectory")
     stage("probe", cmd_probe, "run the recipe's curriculum probes over the teacher trajectory")
     stage("distill", cmd_distill, "train the students (every method x budget x seed)")
-    p = sub.add_parser("report", help="(re)write report.md, plots and summary.json of a run folder")
+    text = "(re)write report.md, report.html, plots and summary.json of a run folder, at any stage of the run"
+    p = sub.add_parser("report", help=text, description=text)
     p.add_argument("run", help="a run folder made by `progdistill run`")
     p.add_argument("--json", action="store_true", help="print the per-method summary as JSON on stdout (the "
                    "report's path goes to stderr)")
     p.set_defaults(fn=cmd_report)
-    grammar = sub.add_parser("grammar", help="show or sample a grammar").add_subparsers(dest="action", required=True)
+    grammar = sub.add_parser("grammar", help="show or sample a grammar", description="show or sample a grammar"
+                             ).add_subparsers(dest="action", required=True)
     for name, fn, text in (("show", cmd_grammar_show, "print a grammar, its levels and sentence-length statistics"),
                            ("sample", cmd_grammar_sample, "print sample sentences (and their parse trees)")):
         p = grammar.add_parser(name, help=text, description=text)
@@ -316,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a checkpoint folder (with meta.json) or a trajectory folder (RUN/teacher)")
     p.add_argument("out_dir", help="the folder to write")
     p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("recipes", help="list the shipped recipes, print one, or document every recipe key")
+    text = "list the shipped recipes, print one, or document every recipe key"
+    p = sub.add_parser("recipes", help=text, description=text)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--show", metavar="NAME", help="print only this recipe's YAML (a shipped name or a file)")
     group.add_argument("--keys", nargs="?", const="", metavar="PREFIX",
