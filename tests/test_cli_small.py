@@ -136,3 +136,4 @@ def test_every_command_help_says_what_it_does(command, capsys):
     assert stop.value.code == 0
     usage, description = out.split("\n\n")[:2]
     assert usage.startswith(f"usage: progdistill {command}") and len(description.split()) >= 4, out
+    assert not description.startswith(("positional arguments:", "options:")), out
