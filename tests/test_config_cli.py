@@ -363,3 +363,14 @@ def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
 def test_a_misspelt_key_names_the_closest_key_of_its_section(override, message):
     with pytest.raises(RecipeError, match=re.escape(f"parity-mlp-small: invalid recipe: {message}") + "$"):
         load_recipe("parity-mlp-small", [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("students.methods.20.speed=2", "override 'students.methods.20.speed': '20' is not an index of a list of 8 (0 to 7)"),
+    ("students.seeds.5=3", "override 'students.seeds.5': '5' is not an index of a list of 3 (0 to 2; set the whole "
+                           "list to add entries)"),
+    ("name.x=1", "override 'name.x': cannot set 'x'"),
+])
+def test_an_override_past_a_list_says_how_long_the_list_is(override, message):
+    with pytest.raises(RecipeError, match=f"^{re.escape(message)}$"):
+        load_recipe("parity-mlp-small", [override])

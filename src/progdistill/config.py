@@ -748,6 +748,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node = node[int(part)]
             elif isinstance(node, dict):
                 node = node.setdefault(part, {})
+            elif isinstance(node, list):
+                raise RecipeError(f"override {key!r}: {part!r} is not an index of a list of {len(node)} "
+                                  f"(0 to {len(node) - 1})" if node else f"override {key!r}: the list is empty")
             else:
                 raise RecipeError(f"override {key!r}: {part!r} is not a section")
         last = parts[-1]
@@ -755,6 +758,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node[int(last)] = value
         elif isinstance(node, dict):
             node[last] = value
+        elif isinstance(node, list):
+            raise RecipeError(f"override {key!r}: {last!r} is not an index of a list of {len(node)} "
+                              f"(0 to {len(node) - 1}; set the whole list to add entries)")
         else:
             raise RecipeError(f"override {key!r}: cannot set {last!r}")
     return raw
