@@ -190,3 +190,12 @@ def test_a_teacher_path_that_is_a_file_or_missing_says_which(tmp_path, capsys):
     file.write_text("x")
     _refused([f"teacher.path={file}"], tmp_path, capsys, rf"teacher\.path {file}: a file, not a folder of checkpoints$")
     _refused([f"teacher.path={tmp_path / 'none'}"], tmp_path, capsys, r"teacher\.path .*none: no such folder$")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="needs Linux's /proc")
+def test_a_filesystem_without_a_size_is_not_reported_as_full(tmp_path, capsys):
+    from progdistill.preflight import free_disk
+
+    assert free_disk("/proc/1/x") is None and free_disk(tmp_path) > 0
+    assert main(["teacher", "parity-mlp-small", *TINY, "--out", "/proc/1/x", "--quiet"]) == 2
+    assert capsys.readouterr().err == "error: cannot write /proc/1/x: No such file or directory\n"

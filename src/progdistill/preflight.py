@@ -40,12 +40,14 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def free_disk(path: Path) -> int:
-    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+def free_disk(path: Path) -> int | None:
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent); None where that
+    filesystem reports no size at all (/proc, /sys: writing there fails with its own reason)."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    usage = shutil.disk_usage(path)
+    return None if usage.total == 0 else usage.free
 
 
 def _size(n: float) -> str:
@@ -113,7 +115,7 @@ def check_sizes(recipe: Recipe, io: dict[str, Any], out: Path, memory: int | Non
                                   f"about {count:,} checkpoints, beyond the limit of {MAX_CHECKPOINTS:,}")
             need = count * (parameters["teacher.model"] or 0) * 4
             disk = free_disk(out) if disk is None else disk
-            if need > disk:
+            if disk is not None and need > disk:
                 raise RecipeError(f"teacher.checkpoint_every: {t.steps:,} steps saved every {t.checkpoint_every:,} is "
                                   f"about {count:,} checkpoints of {_size((parameters['teacher.model'] or 0) * 4)}, "
                                   f"{_size(need)} in all, more than the {_size(disk)} free under {out}")
