@@ -77,18 +77,24 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, optim):
     assert not (tmp_path / "part" / "state").exists()
 
 
-def test_a_state_saved_before_its_files_were_named_by_step_resumes(tmp_path):
-    """The earlier layout of `state/`: model.safetensors and optimizer.safetensors, no generator state,
-    no losses, and no `files` entry in state.json."""
-    from progdistill.io import write_json
-    from progdistill.trainer import Run
-
+def _one_adam_step():
+    """A tiny parity task, a 10-step config, and a model with an optimizer after one Adam step (a state to save)."""
     task = ParityTask(d=12, k=2, eval_size=64)
     cfg = TrainConfig(steps=10, batch_size=4, eval_every=5)
     model = fresh()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     model(torch.ones(3, 12)).sum().backward()
     opt.step()
+    return task, cfg, model, opt
+
+
+def test_a_state_saved_before_its_files_were_named_by_step_resumes(tmp_path):
+    """The earlier layout of `state/`: model.safetensors and optimizer.safetensors, no generator state,
+    no losses, and no `files` entry in state.json."""
+    from progdistill.io import write_json
+    from progdistill.trainer import Run
+
+    task, cfg, model, opt = _one_adam_step()
     run = Run(tmp_path, task, cfg, {"model": ARCH})
     run.record["curve"].append({"step": 5, "loss": 0.5, "accuracy": 0.75})
     run.save_state(5, model.state_dict(), opt)
@@ -117,12 +123,7 @@ def test_a_state_resumes_onto_the_device_asked_for(tmp_path, monkeypatch):
     from progdistill.io import load_tensors
     from progdistill.trainer import Run, _read_optimizer
 
-    task = ParityTask(d=12, k=2, eval_size=64)
-    cfg = TrainConfig(steps=10, batch_size=4, eval_every=5)
-    model = fresh()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    model(torch.ones(3, 12)).sum().backward()
-    opt.step()
+    task, cfg, model, opt = _one_adam_step()
     Run(tmp_path, task, cfg, {"model": ARCH}).save_state(5, model.state_dict(), opt)
     read = []
     monkeypatch.setattr(trainer, "load_tensors",
