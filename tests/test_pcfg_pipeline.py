@@ -86,7 +86,7 @@ def test_bad_grammar_is_a_clear_error(tmp_path, capsys):
     good = tmp_path / "good.txt"
     good.write_text("s -> a b\na -> 'a'\nb -> 'b' 'a'\n")
     fixed = ["teacher", str(recipe), "--out", str(tmp_path / "run"), "--quiet", f"task.grammar.path={good}",
-             "teacher.steps=20"]
+             "teacher.steps=20", "teacher.eval_every=5"]
     assert main(fixed) == 0
     good.write_text("s -> a b\na -> 'a'\nb -> 'a' 'b'\n")  # same path, another grammar: not the same run
     assert main(fixed) == 2
