@@ -171,6 +171,25 @@ def test_export_reproduces_the_logits(tmp_path, kind):
     assert diff < 1e-5, diff
 
 
+def test_export_refuses_a_folder_of_other_files_and_overwrites_an_earlier_export(tmp_path, capsys):
+    task = _mlm_task()
+    arch = resolve_architecture({"type": "bert", "layers": 1, "heads": 2, "head_dim": 8, "layout": "hf"},
+                                task.model_io())
+    save_checkpoint(tmp_path / "ck", build_model(arch), {"model": arch})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["export", str(tmp_path / "ck"), str(mine)]) == 2
+    assert capsys.readouterr().err == (f"error: {mine} holds files an export does not write (notes.txt); choose a new "
+                                       "or empty folder\n")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert main(["export", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 0
+    assert main(["export", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 0  # an earlier export: overwritten
+    long = tmp_path / "x" / ("a" * 300)
+    assert main(["export", str(tmp_path / "ck"), str(long)]) == 2
+    assert capsys.readouterr().err.endswith(": File name too long\n") and not (tmp_path / "x").exists()
+
+
 def test_key_maps_go_both_ways():
     io = _mlm_task().model_io()
     torch.manual_seed(0)

@@ -252,3 +252,30 @@ def test_a_clipped_message_keeps_its_advice():
     text = one_line(message)
     assert text.startswith("runs/x holds a run of a different config (k0: 1 -> 2")
     assert text.endswith("; choose another --out or delete it") and " ... " in text and len(text) < 520
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"config": 3}'])
+def test_a_run_json_of_another_shape_is_a_one_line_error(tmp_path, capsys, content):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "run.json").write_text(content)
+    message = f"error: {run}/run.json: not a progdistill run.json (expected an object with a 'config' mapping); " \
+        "choose another folder, or delete this one to start afresh\n"
+    for argv in (["report", str(run)], ["run", "parity-mlp-small", "--out", str(run), "--quiet"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == message
+    assert [p.name for p in run.iterdir()] == ["run.json"] and (run / "run.json").read_text() == content
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/absolute", "''", ".."])
+def test_a_recipe_name_stays_one_folder_inside_runs(name):
+    from progdistill.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=r"name: .* is not a folder name \(the default run folder is runs/<name>"):
+        load_recipe("parity-mlp-small", [f"name={name}"])
+
+
+def test_a_name_too_long_deep_in_out_leaves_no_parent_folders(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "parity-mlp-small", "--out", "x/y/" + "a" * 300, "--quiet"]) == 2
+    assert capsys.readouterr().err.endswith(": File name too long\n") and list(tmp_path.iterdir()) == []

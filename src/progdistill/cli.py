@@ -162,13 +162,13 @@ def cmd_distill(args) -> None:
 def cmd_report(args) -> None:
     from .config import validate
     from .experiment import finished_teacher, summarize, teacher_phases
-    from .io import read_json
+    from .layout import read_run_json
     from .report import write_report
 
     out = Path(args.run)
     if not (out / "run.json").is_file():
         raise RecipeError(f"report: {out} is not a run folder (it has no run.json)")
-    recipe = validate(read_json(out / "run.json")["config"], str(out / "run.json"))
+    recipe = validate(read_run_json(out)["config"], str(out / "run.json"))
     traj = finished_teacher(recipe, out)
     if traj is None:
         raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "

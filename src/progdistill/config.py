@@ -559,6 +559,15 @@ class Recipe(Strict):
     def _batch1_switch(cls, value: Any) -> Any:
         return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value  # YAML off/on
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        """The default run folder is runs/<name>: a name must stay one folder inside runs/."""
+        if not value.strip() or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+            raise ValueError(f"{value!r} is not a folder name (the default run folder is runs/<name>: no '/', "
+                             "not empty, not '.' or '..')")
+        return value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

@@ -18,9 +18,9 @@ from .config import (METHOD, STUDENT_SEED_OFFSET, TASK_PROBES, Recipe, RecipeErr
                      validate)
 from .config import HFModelConfig
 from .external import ExternalTrajectory, open_trajectory, trajectory_kind
-from .io import (CheckpointError, config_hash, environment_info, file_hash, read_json, remove_stale_temporaries,
-                 write_json, write_text)
-from .layout import student_folder
+from .io import (CheckpointError, check_names, config_hash, environment_info, file_hash, read_json,
+                 remove_stale_temporaries, write_json, write_text)
+from .layout import read_run_json, student_folder
 from .metric_logging import require_backends
 from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
@@ -85,6 +85,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     this one. Nothing is written before every check has passed."""
     require_device(recipe.device)
     out = Path(out)
+    check_names(out)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
     if out.is_dir() and not (out / "run.json").is_file():
@@ -96,7 +97,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     resolved = recipe.model_dump(mode="json")
     digest = config_hash(resolved)
     run_file = out / "run.json"
-    previous = read_json(run_file) if run_file.is_file() else {"config_hash": digest}
+    previous = read_run_json(out) if run_file.is_file() else {"config_hash": digest}
     if previous.get("config_hash") != digest:
         readable = _as_read_now(previous.get("config", {}))
         stored = readable or _experiment(previous.get("config", {}))

@@ -14,12 +14,13 @@ Everything is converted (and every refusal raised) before the first file is writ
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import CheckpointError, load_tensors, read_json, save_tensors, write_json, write_text
+from .io import CheckpointError, check_names, load_tensors, read_json, save_tensors, write_json, write_text
 from .models.convert import ConversionError, export_refusal, to_transformers
 from .trajectory import Trajectory
 
@@ -81,13 +82,37 @@ def export_trajectory(root: str | Path, out: str | Path) -> Path:
     return out
 
 
+_EXPORTED = {"config.json", "model.safetensors", "trainer_state.json"}
+
+
+def _refuse_foreign_files(out: Path, trajectory: bool) -> None:
+    """CheckpointError if `out` holds anything an export does not write (a user's files would be mixed with,
+    or overwritten by, the export); an earlier export there is overwritten."""
+    if not out.is_dir():
+        if out.exists():
+            raise CheckpointError(f"{out}: a file, not a folder to export into")
+        return
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if trajectory and entry.is_dir() and re.fullmatch(r"checkpoint-\d+", entry.name):
+            foreign += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir()) if e.name not in _EXPORTED]
+        elif trajectory or entry.name not in _EXPORTED:
+            foreign.append(entry.name)
+    if foreign:
+        raise CheckpointError(f"{out} holds files an export does not write ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+
+
 def export(source: str | Path, out: str | Path) -> Path:
     """`progdistill export SOURCE OUT_DIR`: a checkpoint folder (with meta.json) or a trajectory folder (with
     checkpoint-N subfolders). Raises CheckpointError."""
-    source = Path(source)
+    source, out = Path(source), Path(out)
+    check_names(out)
     if (source / "meta.json").is_file():
+        _refuse_foreign_files(out, trajectory=False)
         return export_checkpoint(source, out)
     if source.is_dir() and any(c.name.startswith("checkpoint-") and (c / "meta.json").is_file() for c in source.iterdir()):
+        _refuse_foreign_files(out, trajectory=True)
         return export_trajectory(source, out)
     raise CheckpointError(f"{source}: not a progdistill checkpoint folder (with meta.json) nor a trajectory folder "
                           "(with checkpoint-<step> subfolders)")

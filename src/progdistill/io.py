@@ -41,6 +41,16 @@ def output_error(path: str | Path, exc: BaseException) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
+NAME_MAX = 255  # bytes in one path component on Linux and macOS filesystems
+
+
+def check_names(path: str | Path) -> None:
+    """OutputError if a component of `path` is longer than a filesystem allows: checked before the first
+    folder is made, so that a refused path leaves no parent folders behind."""
+    if any(len(os.fsencode(part)) > NAME_MAX for part in Path(path).parts):
+        raise OutputError(f"cannot write {path}: File name too long")
+
+
 def make_dirs(path: str | Path) -> Path:
     """`mkdir -p path`, with filesystem errors as OutputError."""
     path = Path(path)

@@ -11,6 +11,19 @@ from pathlib import Path
 from typing import Any
 
 
+def read_run_json(out: str | Path) -> dict[str, Any]:
+    """A run folder's run.json: an object whose `config` is a mapping. Raises CheckpointError naming the
+    file for a missing, truncated or differently shaped one (`[]`, `{}`, a config that is not a mapping)."""
+    from .io import CheckpointError, read_json
+
+    path = Path(out) / "run.json"
+    content = read_json(path)
+    if not isinstance(content, dict) or not isinstance(content.get("config"), dict):
+        raise CheckpointError(f"{path}: not a progdistill run.json (expected an object with a 'config' mapping); "
+                              "choose another folder, or delete this one to start afresh")
+    return content
+
+
 def student_folder(out: str | Path, label: str, budget: int, seed: int) -> Path:
     """The folder of one student: out/students/<label>/budget-<budget>/seed-<seed>."""
     return Path(out) / "students" / label / f"budget-{budget}" / f"seed-{seed}"
