@@ -498,3 +498,24 @@ def test_a_bad_generate_spec_names_its_key(spec, message, capsys):
     assert main(["grammar", "show", spec, "-n", "5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("levels=999999", "generate.levels: Input should be less than or equal to 64"),
+    ("levels=3,rhs_lengths=2/100000000", "generate.rhs_lengths: [2, 100000000]: give one or more lengths from 1 to 64"),
+    ("levels=64,symbols_per_level=10000,rules_per_symbol=10000",
+     "generate.rules_per_symbol: (levels x symbols_per_level + 1) x rules_per_symbol = 6,400,010,000 rules, beyond "
+     "the limit of 1,000,000"),
+])
+def test_generate_sizes_that_would_hang_are_refused_at_once(spec, message, capsys) -> None:
+    from progdistill.cli import main
+
+    assert main(["grammar", "sample", f"generate:{spec}", "-n", "2"]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_truncate_outside_the_levels_names_the_option(capsys) -> None:
+    from progdistill.cli import main
+
+    assert main(["grammar", "sample", "generate:levels=3,seed=0", "--truncate", "99"]) == 2
+    assert capsys.readouterr().err == "error: --truncate 99: the grammar's levels are 0 to 3\n"

@@ -204,7 +204,10 @@ def _grammar(args):
         grammar = generate_grammar(**checked.model_dump())
     else:
         grammar = load_grammar(args.source)
-    grammar = truncate_grammar(grammar, args.truncate) if args.truncate is not None else grammar
+    if args.truncate is not None:
+        if not 0 <= args.truncate <= grammar.depth:
+            raise RecipeError(f"--truncate {args.truncate}: the grammar's levels are 0 to {grammar.depth}")
+        grammar = truncate_grammar(grammar, args.truncate)
     expected = expected_length(grammar) * args.n
     if not expected <= MAX_SAMPLED_TOKENS:  # also refuses an infinite mean length (nan / inf)
         raise ValueError(f"{args.source}: {args.n:,} sentences of mean length {expected_length(grammar):,.4g} are about "

@@ -80,12 +80,30 @@ class ParityTaskConfig(Strict):
 
 
 class GenerateSpec(Strict):
-    levels: int = Field(3, ge=1, description="non-terminal levels below the root")
-    symbols_per_level: int = Field(3, ge=1, description="non-terminals per level")
-    rules_per_symbol: int = Field(2, ge=1, description="rules per non-terminal, uniform probabilities")
-    rhs_lengths: tuple[int, ...] = Field((2, 3), description="lengths a rule's right-hand side may have")
-    terminals: int = Field(3, ge=1, description="terminal symbols (the vocabulary of sentences)")
+    """A generated grammar. The upper bounds keep generation itself quick (sentence lengths grow like
+    mean_rhs_length ** levels; the sampled-token limit then refuses what would not fit)."""
+
+    levels: int = Field(3, ge=1, le=64, description="non-terminal levels below the root")
+    symbols_per_level: int = Field(3, ge=1, le=10_000, description="non-terminals per level")
+    rules_per_symbol: int = Field(2, ge=1, le=10_000, description="rules per non-terminal, uniform probabilities")
+    rhs_lengths: tuple[int, ...] = Field((2, 3), description="lengths a rule's right-hand side may have (1 to 64)")
+    terminals: int = Field(3, ge=1, le=100_000, description="terminal symbols (the vocabulary of sentences)")
     seed: int = Field(0, description="seed of the generated rules")
+
+    @field_validator("rhs_lengths")
+    @classmethod
+    def _lengths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(n < 1 or n > 64 for n in value):
+            raise ValueError(f"{list(value)}: give one or more lengths from 1 to 64")
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> "GenerateSpec":
+        rules = (self.levels * self.symbols_per_level + 1) * self.rules_per_symbol
+        if rules > 1_000_000:
+            raise ValueError(f"[rules_per_symbol] (levels x symbols_per_level + 1) x rules_per_symbol = {rules:,} "
+                             "rules, beyond the limit of 1,000,000")
+        return self
 
 
 class GrammarSpec(Strict):
