@@ -91,8 +91,10 @@ def test_probes_known_to_validation_are_the_tasks_own(recipe):
 def test_overrides_and_unknown_recipe(tiny):
     r = load_recipe(str(tiny), ["students.methods.2.speed=2", "students.steps=[100, 200]"])
     assert r.students.methods[2].speed == 2 and r.students.steps == [100, 200]
-    with pytest.raises(RecipeError, match="unknown recipe"):
+    with pytest.raises(RecipeError, match=r"^unknown recipe 'no-such-recipe'; shipped recipes: parity-gpt-paper, "):
         load_recipe("no-such-recipe")
+    with pytest.raises(RecipeError, match=r"^unknown recipe 'parity-mlp-smal' \(did you mean 'parity-mlp-small'\?\); "):
+        load_recipe("parity-mlp-smal")
 
 
 def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
@@ -105,10 +107,11 @@ def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     (mine / ".lock").write_text("")  # what a run killed before its run.json leaves is no reason to refuse
+    (mine / ".gitkeep").write_text("")  # nor a placeholder that keeps an empty folder in git
     assert main(["run", str(tiny), "--out", str(mine)]) == 2
     assert capsys.readouterr().err == (f"error: --out {mine} is not a run folder (no run.json) and holds other files "
                                        "(notes.txt); choose a new or empty folder\n")
-    assert sorted(p.name for p in mine.iterdir()) == [".lock", "notes.txt"]
+    assert sorted(p.name for p in mine.iterdir()) == [".gitkeep", ".lock", "notes.txt"]
     assert (mine / "notes.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
         main(["grammar", "sample", str(tiny), "-n", "-3"])

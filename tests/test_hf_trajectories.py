@@ -386,7 +386,7 @@ def test_a_trainer_folder_without_architectures_follows_the_hint(tmp_path, train
     out = tmp_path / "run"
     assert main(["run", str(recipe_file(tmp_path, str(folder), BUILTIN_BERT)), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "architectures [] is not a masked LM, causal LM or sequence classifier; name the class that loads them " \
+    assert "has no architectures entry naming a masked LM, causal LM or sequence classifier; name the class that loads them " \
         "with teacher.model: {type: hf, class: AutoModelForMaskedLM}" in err and not out.exists()
     hinted = {"path": str(folder), "model": {"type": "hf", "class": "AutoModelForMaskedLM"}}
     recipe = validate({"task": TASK, "teacher": hinted, "students": {

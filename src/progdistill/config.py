@@ -707,7 +707,9 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
             line = data.count(b"\n", 0, e.start) + 1
             raise RecipeError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
     if name_or_path not in recipe_names():
-        raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(recipe_names())}")
+        close = difflib.get_close_matches(name_or_path, recipe_names(), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown recipe {name_or_path!r}{hint}; shipped recipes: {', '.join(recipe_names())}")
     return (resources.files("progdistill") / "recipes" / f"{name_or_path}.yaml").read_text(), name_or_path
 
 

@@ -89,7 +89,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise RecipeError(f"--out {out} is a file, not a run folder")
     if out.is_dir() and not (out / "run.json").is_file():
-        others = sorted(p.name for p in out.iterdir() if p.name != ".lock" and not
+        others = sorted(p.name for p in out.iterdir() if p.name not in (".lock", ".keep", ".gitkeep") and not
                         (p.name.startswith(".") and p.name.endswith(".tmp")))
         if others:
             raise RecipeError(f"--out {out} is not a run folder (no run.json) and holds other files "

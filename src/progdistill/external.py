@@ -213,7 +213,8 @@ def _architecture(config: dict[str, Any], model_class: str | None, name: str) ->
     archs = config.get("architectures") or []
     if archs and any(archs[0].endswith(suffix) for suffix in _KINDS):
         return archs[0]
-    raise TrajectoryError(f"{name}/config.json: architectures {archs} is not a masked LM, causal LM or sequence "
+    what = f"architectures {archs} is not" if "architectures" in config else "has no architectures entry naming"
+    raise TrajectoryError(f"{name}/config.json: {what} a masked LM, causal LM or sequence "
                           "classifier; name the class that loads them with teacher.model: {type: hf, class: AutoModelForMaskedLM} "
                           "(or AutoModelForCausalLM, AutoModelForSequenceClassification)")
 
