@@ -199,3 +199,20 @@ def test_a_filesystem_without_a_size_is_not_reported_as_full(tmp_path, capsys):
     assert free_disk("/proc/1/x") is None and free_disk(tmp_path) > 0
     assert main(["teacher", "parity-mlp-small", *TINY, "--out", "/proc/1/x", "--quiet"]) == 2
     assert capsys.readouterr().err == "error: cannot write /proc/1/x: No such file or directory\n"
+
+
+def test_a_damaged_teacher_curve_in_the_run_folder_is_refused_before_anything_is_rewritten(tmp_path, capsys):
+    """A finished run whose teacher/curve.json was damaged: growing it (one more seed) or reporting it is
+    refused with the file named, and run.json, config.yaml, teacher_phases.json stay as they were."""
+    out = tmp_path / "out"
+    small = [*TINY, "students.steps=[20]", "students.seeds=[0]"]
+    assert main(["run", "parity-mlp-small", *small, "--out", str(out), "--quiet"]) == 0
+    (out / "teacher" / "curve.json").write_text('{"broken": 1}')
+    before = _tree(out)
+    message = f"error: {out}/teacher/curve.json: expected a non-empty list of evaluations, got dict\n"
+    for argv in (["run", "parity-mlp-small", *small, "students.seeds=[0,1]", "--out", str(out), "--quiet"],
+                 ["report", str(out)]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert capsys.readouterr().err == message
+    assert _tree(out) == before

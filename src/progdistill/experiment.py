@@ -109,6 +109,8 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     # run folder of this recipe lends the task what it derived before (a text task's tokenizer)
     task = check_task_and_models(recipe, folder=out if run_file.is_file() else None)
     check_sizes(recipe, task.model_io(), out)
+    if not recipe.teacher.path and (out / "teacher" / "curve.json").is_file():  # a finished teacher is reused:
+        check_trajectory(Trajectory(out / "teacher"))  # a damaged one is refused before run.json is rewritten
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
     inputs.update(task.input_hashes())
@@ -293,8 +295,9 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
 def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases | None:
     """Detect the teacher's phase transition from its curve; None if its metric never improves."""
     p = recipe.phases
+    curve = trajectory.curve()  # a damaged curve.json is an error (CheckpointError), not "no phases"
     try:
-        phases = detect_phases(trajectory.curve(), p.metric, p.window, p.threshold, p.skip)
+        phases = detect_phases(curve, p.metric, p.window, p.threshold, p.skip)
     except ValueError as e:
         write_json(out / "teacher_phases.json", {"error": str(e)})
         return None

@@ -99,11 +99,26 @@ class Trajectory:
         return load_checkpoint(self.path(step), device)
 
     def curve(self) -> list[dict[str, Any]]:
-        """The teacher's eval curve; falls back to the checkpoints' metrics."""
+        """The teacher's eval curve (curve.json; else the checkpoints' metrics): a non-empty list of objects
+        with a number `step`, `loss` and `accuracy` (null for a NaN). Raises CheckpointError naming the file
+        for anything else."""
         file = self.root / "curve.json"
         if file.is_file():
-            return read_json(file)
-        return [{"step": s, **self.meta(s).get("eval", {})} for s in self.steps]
+            curve, where = read_json(file), str(file)
+        else:
+            curve = [{"step": s, **(self.meta(s).get("eval") or {})} for s in self.steps]
+            where = f"{self.root}/checkpoint-*/meta.json 'eval'"
+        if not isinstance(curve, list) or not curve:
+            raise CheckpointError(f"{where}: expected a non-empty list of evaluations, got {type(curve).__name__}")
+        for i, point in enumerate(curve):
+            if not isinstance(point, dict):
+                raise CheckpointError(f"{where}: entry {i} is a {type(point).__name__}, not an object")
+            for key in ("step", "loss", "accuracy"):
+                value = point.get(key)
+                if key not in point or isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+                        value is None and key != "step"):  # null: a NaN loss
+                    raise CheckpointError(f"{where}: entry {i} has no number '{key}' (got {value!r})"[:300])
+        return curve
 
 
 @dataclass(frozen=True)
