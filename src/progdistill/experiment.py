@@ -210,10 +210,11 @@ EXECUTION_KEYS = ("group_size", "group_memory_mb")  # students.*: how students a
 
 
 def _experiment(config: dict[str, Any]) -> dict[str, Any]:
-    """What defines the experiment: the resolved config without its prose description and the students'
-    execution settings (a folder resumes under another group size)."""
+    """What defines the experiment: the resolved config without its prose description, the students'
+    execution settings (a folder resumes under another group size) and the report section (a finished run
+    re-reported with another `report.target` is scored anew from the students' curves)."""
     students = {k: v for k, v in config.get("students", {}).items() if k not in EXECUTION_KEYS}
-    return {k: (students if k == "students" else v) for k, v in config.items() if k != "description"}
+    return {k: (students if k == "students" else v) for k, v in config.items() if k not in ("description", "report")}
 
 
 def _as_read_now(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -475,12 +476,17 @@ def _student(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases |
                   f"{method.display} s{seed}")
 
 
+def first_at_target(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    """The first evaluation of a student's curve at or above `target` accuracy (None if none is)."""
+    return next((p for p in curve if p["accuracy"] is not None and p["accuracy"] >= target), None)
+
+
 def _student_result(recipe: Recipe, student: Member, record: dict[str, Any], method, budget: int,
                     seed: int) -> dict[str, Any]:
     """Write the result.json of a trained student (its final model in `student.model`)."""
     s = recipe.students
     curve = record["curve"]
-    reached = next((p for p in curve if p["accuracy"] >= recipe.report.target), None)
+    reached = first_at_target(curve, recipe.report.target)
     assert student.schedule is not None
     result = {
         "label": method.display, "method": method.model_dump(), "budget": budget, "seed": seed,
@@ -627,12 +633,20 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
 
 
-def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int) -> dict[str, Any] | None:
-    """Results of the seeds that have finished (None if none has)."""
-    files = {str(seed): student_folder(out, label, budget, seed) / "result.json" for seed in seeds}
-    runs = {seed: read_json(f) for seed, f in files.items() if f.is_file()}
+def _method_summary(out: Path, label: str, budget: int, seeds: list[int], batch_size: int,
+                    target: float) -> dict[str, Any] | None:
+    """Results of the seeds that have finished (None if none has); samples / steps to `target` are read
+    off each student's curve.json, so a run re-reported with another `report.target` is scored anew."""
+    folders = {str(seed): student_folder(out, label, budget, seed) for seed in seeds}
+    runs = {seed: read_json(f / "result.json") for seed, f in folders.items() if (f / "result.json").is_file()}
     if not runs:
         return None
+    for seed, r in runs.items():
+        curve_file = folders[seed] / "curve.json"
+        if curve_file.is_file():
+            reached = first_at_target(read_json(curve_file), target)
+            r["samples_to_target"] = reached["samples"] if reached else None
+            r["steps_to_target"] = reached["step"] if reached else None
     never = budget * batch_size  # a run that never reaches the target counts as the whole budget ...
     stt = [r["samples_to_target"] if r["samples_to_target"] is not None else never for r in runs.values()]
     reached = sum(r["samples_to_target"] is not None for r in runs.values())
@@ -683,15 +697,16 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     s = recipe.students
     methods = {}
     for m in s.methods:
-        budgets = {str(b): entry for b in s.steps
-                   if (entry := _method_summary(out, m.display, b, s.seeds, s.batch_size)) is not None}
+        budgets = {str(b): entry for b in s.steps if (entry := _method_summary(
+            out, m.display, b, s.seeds, s.batch_size, recipe.report.target)) is not None}
         if budgets:
             methods[m.display] = {"method": m.model_dump(), "budgets": budgets}
     sweep = []
     if s.sweep is not None:
         budget = s.sweep.budget or s.steps[0]
         for m in sweep_methods(recipe, trajectory):
-            entry = _method_summary(out, m.display, budget, s.sweep.seeds or s.seeds, s.batch_size)
+            entry = _method_summary(out, m.display, budget, s.sweep.seeds or s.seeds, s.batch_size,
+                                           recipe.report.target)
             if entry is None:
                 continue
             sweep.append({"checkpoint": m.checkpoint, "switch": m.switch, "budget": budget,
