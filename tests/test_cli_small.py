@@ -34,6 +34,8 @@ def test_run_without_arguments_asks_only_for_the_recipe(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [(["run", "x.yaml", "--jobs", "0"], "argument --jobs: must be a positive"),
+                                           (["run", "x.yaml", "--quiet", "a=1", "teacher.steps"],
+                                            "unrecognized arguments: teacher.steps (an override is key=value, e.g. "),
                                            ([], "the following arguments are required: command"),
                                            (["grammar", "sample", "g.txt", "-n", "-1"], "-n")])
 def test_usage_errors_are_one_line(argv, message, capsys):

@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     unknown = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        bare = hasattr(args, "overrides") and any(not x.startswith("-") for x in unknown)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}" + (" (an override is key=value, e.g. "
+                                                                       "teacher.steps=2000)" if bare else ""))
     if extra:
         args.overrides = args.overrides + extra
     try:
