@@ -184,7 +184,7 @@ def test_worker_processes_open_the_trainer_folder_again(tmp_path, trainer_run):
         assert main(["run", str(recipe), "--out", str(out), "--quiet", "--jobs", jobs]) == 0
     one, two = (json.loads((out / "summary.json").read_text()) for out in runs.values())
     assert one["methods"] == two["methods"] and set(one["methods"]) == {"ce", "two-shot"}
-    files = [f"probes/teacher_ngram.json", "students/two-shot/budget-20/seed-0/curve.json"]
+    files = ["probes/teacher_ngram.json", "students/two-shot/budget-20/seed-0/curve.json"]
     assert [(runs["1"] / f).read_bytes() for f in files] == [(runs["2"] / f).read_bytes() for f in files]
 
 

@@ -9,7 +9,6 @@ available now (`psutil` when installed, else `os.sysconf`) and the free disk und
 from __future__ import annotations
 
 import math
-
 import os
 import shutil
 from pathlib import Path
