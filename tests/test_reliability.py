@@ -235,7 +235,7 @@ def test_paths_the_system_refuses_are_one_line_errors(tmp_path, monkeypatch, cap
              (["run", f"{long}.yaml"], f"{long}.yaml: File name too long"),
              (["report", long], f"{long}/run.json: File name too long")]
     (tmp_path / "loop").symlink_to("loop")
-    cases += [(["run", "parity-mlp-small", "--out", "loop"], "cannot write loop: Symlink loop from"),
+    cases += [(["run", "parity-mlp-small", "--out", "loop"], "cannot write loop: "),  # the reason: Python's words
               (["run", "parity-mlp-small", "--out", ""], "--out: an empty path")]
     for argv, end in cases:
         assert main(argv) == 2, argv
