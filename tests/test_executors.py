@@ -130,3 +130,26 @@ def test_every_executor_gives_the_same_summary(tmp_path):
         ray.shutdown()
     assert _summary(recipe, on_ray) == expected
     assert (on_ray / "probes" / "teacher_monomials.json").read_bytes() == probes
+
+
+def test_local_workers_start_early_and_serve_every_map():
+    import os
+
+    executor = LocalProcesses(2)
+    try:
+        executor.start()  # spawned now (while a teacher would train), before any job
+        assert len(executor._pool._processes) == 2
+        first = set(executor.map(os.getpid, [()] * 6))
+        second = set(executor.map(os.getpid, [()] * 6))
+        assert os.getpid() not in first and len(first | second) <= 2  # the same two workers serve both maps
+        with pytest.raises(ValueError, match="invalid literal for int"):
+            executor.map(int, [("not a number",)])  # a failed job: its pool is closed ...
+        assert executor._pool is None
+        third = set(executor.map(os.getpid, [()] * 4))  # ... and the next map gets a new one
+        assert third and not third & (first | second)
+    finally:
+        executor.close()
+    assert executor._pool is None
+    for pid in third:  # closed: the workers have exited
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

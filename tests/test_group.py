@@ -11,6 +11,8 @@ from progdistill.group import (Member, StackedModel, balance_groups, makespan, m
                                train_group)
 from progdistill.io import read_json
 from progdistill.models import build_model, resolve_architecture
+from progdistill.models.mlp import MLP as MLPModel
+from progdistill.models.transformer import BertMLM, GPTClassifier
 from progdistill.schedule import make_schedule
 from progdistill.tasks import ParityTask
 from progdistill.tasks.pcfg import PCFGMLMTask
@@ -288,6 +290,8 @@ def test_run_groups_students_with_the_numbers_of_one_at_a_time(tmp_path):
     phases = teacher_phases(recipe, trajectory, grouped)
     groups, _ = student_groups(recipe, grouped, trajectory, phases, student_jobs(recipe, trajectory))
     assert sorted(len(g) for g in groups) == [4, 4, 4, 4]  # 16 students, at most 5 a group
+    default = load_recipe(str(recipe_file), ["workers=1"])  # MLP students: groups of up to 16 by default
+    assert [len(g) for g in student_groups(default, grouped, trajectory, phases, student_jobs(default, trajectory))[0]] == [16]
     assert len({b for _, b, _ in groups[0]}) == 1  # one budget: they leave together
     assert len({seed for _, _, seed in groups[0]}) == 1  # one seed: they share each step's batch
     assert train_students(recipe, grouped, trajectory, phases, groups[0], progress=False, stop_at=40) == []
@@ -317,12 +321,28 @@ students: {model: {type: bert, layers: 1, heads: 1, head_dim: 8}, steps: [20, 30
            methods: [ce, one-shot, {name: two-shot, checkpoint: 10, switch: 10}]}
 """)
     assert main(["teacher", str(recipe_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    recipe = load_recipe(str(recipe_file))
     trajectory = Trajectory(tmp_path / "run" / "teacher")
-    groups, _ = student_groups(recipe, tmp_path / "run", trajectory, teacher_phases(recipe, trajectory, tmp_path / "run"),
-                               student_jobs(recipe, trajectory))
+
+    def groups_of(recipe):
+        phases = teacher_phases(recipe, trajectory, tmp_path / "run")
+        return student_groups(recipe, tmp_path / "run", trajectory, phases, student_jobs(recipe, trajectory))[0]
+
+    # by default BERT students on a CPU train one at a time: a group is not faster there
+    assert [len(g) for g in groups_of(load_recipe(str(recipe_file)))] == [1] * 12
+    groups = groups_of(load_recipe(str(recipe_file), ["students.group_size=16"]))
     # sentences of several lengths: a group holds one seed, whose batches have one width (no padding)
     assert sorted((len(g), {seed for _, _, seed in g}) for g in groups) == [(6, {0}), (6, {1})]
+
+
+def test_grouping_pays_for_mlps_and_for_transformers_only_on_a_gpu():
+    from progdistill.experiment import grouping_pays
+
+    assert grouping_pays(MLPModel(8, 2, 16))
+    bert = BertMLM(vocab_size=10, seq_len=4, layers=1, heads=1, head_dim=4)
+    assert not grouping_pays(bert)
+    assert not grouping_pays(GPTClassifier(seq_len=4, num_classes=2, layers=1, heads=1, head_dim=4))
+    if torch.cuda.is_available():
+        assert grouping_pays(bert.cuda())
 
 
 def test_bf16_autocast_group_matches_students_trained_alone(tmp_path):

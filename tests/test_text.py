@@ -389,13 +389,15 @@ def test_students_of_all_seeds_share_a_group_with_the_numbers_of_one_at_a_time(c
     one, grouped = tmp_path / "one", tmp_path / "grouped"
     assert main(["teacher", str(recipe), "--out", str(one), "--quiet"]) == 0
     shutil.copytree(one, grouped)
-    loaded = load_recipe(str(recipe), ["workers=1"])
     trajectory = Trajectory(grouped / "teacher")
-    groups, _ = student_groups(loaded, grouped, trajectory, teacher_phases(loaded, trajectory, grouped),
-                               student_jobs(loaded, trajectory))
+    default = load_recipe(str(recipe), ["workers=1"])  # Transformer students on a CPU: one at a time
+    phases = teacher_phases(default, trajectory, grouped)
+    assert [len(g) for g in student_groups(default, grouped, trajectory, phases, student_jobs(default, trajectory))[0]] == [1] * 6
+    loaded = load_recipe(str(recipe), ["workers=1", "students.group_size=16"])
+    groups, _ = student_groups(loaded, grouped, trajectory, phases, student_jobs(loaded, trajectory))
     assert [sorted({seed for _, _, seed in g}) for g in groups] == [[0, 1]]
     assert main(["distill", str(recipe), "--out", str(one), "--quiet", "students.group_size=1"]) == 0
-    assert main(["distill", str(recipe), "--out", str(grouped), "--quiet", "workers=1"]) == 0
+    assert main(["distill", str(recipe), "--out", str(grouped), "--quiet", "workers=1", "students.group_size=16"]) == 0
     for method in ("ce", "one-shot", "two-shot"):
         for seed in (0, 1):
             path = f"students/{method}/budget-10/seed-{seed}/curve.json"

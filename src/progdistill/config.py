@@ -474,8 +474,10 @@ class StudentsSection(Strict):
                                   "(a bare name uses the defaults)")
     probe_final: list[str] = Field([], description="probes (configured under probe:) to run on every final student")
     sweep: SweepSection | None = Field(None, description="(2, T) sweep: one two-shot student per teacher checkpoint T")
-    group_size: int = Field(16, ge=1, description="students trained together as one batched model, at most "
-                            "(1: one at a time); an execution setting: numbers as one at a time, up to float rounding")
+    group_size: int | None = Field(None, ge=1, description="students trained together as one batched model, at "
+                                   "most (1: one at a time; unset: 16 where a group is faster, MLP students or any "
+                                   "on a GPU, else 1); an execution setting: numbers as one at a time, up to float "
+                                   "rounding")
     group_memory_mb: int = Field(4096, ge=1, description="memory a group of students may take (MiB); caps the "
                                  "group size (estimated from one student's parameters and saved activations)")
 

@@ -59,6 +59,10 @@ class Executor:
         job's exception is raised (in this process, the job's own exception)."""
         raise NotImplementedError
 
+    def start(self) -> None:
+        """Get ready for jobs ahead of the first `map` (start and warm up worker processes), so that this
+        overlaps with work done meanwhile in this process (the teacher's training). Optional."""
+
     def close(self) -> None:
         """Release what the executor started (worker processes, a local Ray instance)."""
 
@@ -70,22 +74,51 @@ class InProcess(Executor):
         return [fn(*args) for args in tqdm(calls, desc=desc, disable=not progress)]
 
 
+def _start_worker() -> None:
+    """Initializer of a local worker process: die with the parent, and import what every job imports
+    (torch and progdistill's stages, ~2 s of CPU), so that a pool started early has it done."""
+    die_with_parent()
+    import progdistill.experiment  # noqa: F401
+
+
 class LocalProcesses(Executor):
-    """`jobs` spawned worker processes on this machine (`--jobs N`); they die with this process."""
+    """`jobs` spawned worker processes on this machine (`--jobs N`); they die with this process. One pool
+    serves every `map` until `close`: the probe and student stages of a run share its workers, and
+    `start` spawns them while the teacher trains."""
 
     def __init__(self, jobs: int) -> None:
         threads_per_job(jobs)  # validates jobs
         self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            quiet_openmp()
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker)
+        return self._pool
+
+    def start(self) -> None:
+        pool = self._workers()
+        for _ in range(self.jobs):  # a pool spawns a worker per job waiting for one, up to `jobs`
+            pool.submit(int)
 
     def map(self, fn, calls, progress=False, desc="jobs"):
-        quiet_openmp()
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=die_with_parent) as pool:
-            futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
-            results: list[Any] = [None] * len(calls)
+        pool = self._workers()
+        futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        results: list[Any] = [None] * len(calls)
+        try:
             for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
                 results[futures[fut]] = fut.result()
+        except BaseException:
+            self.close()  # a failed job (or Ctrl-C): no more jobs of this map start; the pool is gone
+            raise
         return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class RayExecutor(Executor):

@@ -24,6 +24,7 @@ from .layout import read_run_json, student_folder
 from .metric_logging import require_backends
 from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
+from .models.mlp import MLP
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
                         check_sizes, check_trajectory)
 from .probes.monomials import monomial_peak, transition_window
@@ -563,10 +564,23 @@ def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, ph
                           eval_chunk=eval_chunk, log=log)
 
 
+GROUP_SIZE = 16  # students.group_size where it is not set and a group is faster
+
+
+def grouping_pays(model: torch.nn.Module) -> bool:
+    """Whether students of this architecture train faster as one batched model than one at a time (the
+    default of `students.group_size`): MLPs yes (16 parity students of width 100: 6.1x the samples/s on
+    2 CPU cores), Transformers only on a GPU, where small kernels leave it idle; on a CPU their steps are
+    compute-bound (16 pcfg-mlm-small BERT students: 1.08x in the benchmark, and 0.90x end to end, where
+    groups balance worse over the workers than single students; benchmarks/README.md)."""
+    return type(model) is MLP or next(model.parameters()).device.type == "cuda"
+
+
 def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,
                    jobs: list[tuple[Any, int, int]], workers: int | None = None
                    ) -> tuple[list[list[tuple[Any, int, int]]], int | None]:
-    """The unfinished students split into group jobs: at most `students.group_size` each (fewer where
+    """The unfinished students split into group jobs: at most `students.group_size` each (unset: 16 where
+    `grouping_pays`, else 1; fewer where
     `students.group_memory_mb` says so); only students that resume from the same step together, and,
     where batches are padded to a common width (tasks with a padding token and no `fixed_width`), only
     students of one seed, whose batches have one width; ordered by seed (students of a seed share each
@@ -577,10 +591,10 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     Also returns the most students one held-out forward pass may evaluate at once (None: all of a group)."""
     s = recipe.students
     pending = [job for job in jobs if not (student_folder(out, job[0].display, job[1], job[2]) / "result.json").is_file()]
-    size, eval_chunk, padded = s.group_size, None, False
+    size, eval_chunk, padded = s.group_size or GROUP_SIZE, None, False
     if size > 1 and pending:
         probe = _student(recipe, out, trajectory, phases, *pending[0])
-        if group_key(probe) is None:
+        if group_key(probe) is None or (s.group_size is None and not grouping_pays(probe.model)):
             size = 1
         else:
             train_bytes, eval_bytes = memory_per_student(probe.model, probe.task, s.batch_size)
@@ -753,7 +767,11 @@ def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequ
     _set_threads(recipe)
     require_backends(log)
     out = prepare_run(recipe, out)
+    own = executor is None
+    executor = executor or make_executor("local", recipe.workers)
     try:
+        if not recipe.teacher.path and not (out / "teacher" / "curve.json").is_file():
+            executor.start()  # worker processes start (imports) while the teacher trains
         trajectory = train_teacher(recipe, out, progress, log)
         phases = teacher_phases(recipe, trajectory, out)
         probe_trajectory(recipe, trajectory, out, phases, progress, executor)
@@ -762,5 +780,7 @@ def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequ
         if then is not None:
             then(recipe, out, summary)
     finally:
+        if own:
+            executor.close()
         unlock_run_folder(out)
     return summary

@@ -47,7 +47,11 @@ def off_support_sets(d: int, support: list[int], degree: int, count: int, seed: 
 
 
 @torch.no_grad()
-def class_probability(model: nn.Module, x: torch.Tensor, target_class: int = 1, batch: int = 8192) -> torch.Tensor:
+def class_probability(model: nn.Module, x: torch.Tensor, target_class: int = 1, batch: int = 512) -> torch.Tensor:
+    """Softmax probability of `target_class` for each row of `x` [N, d] (float32 [N]), in forward passes of
+    `batch` rows: small enough that a wide layer's activations stay in the CPU's cache (at width 2,000,
+    rows of 512 run ~3x faster than of 8,192 on a 2-core EPYC; every row is computed on its own, so the
+    values do not depend on `batch` where the matrix product does not round by the row count)."""
     was_training = model.training
     model.eval()
     out = torch.cat([torch.softmax(logits_of(model(x[i:i + batch])).float(), -1)[:, target_class]
@@ -57,14 +61,21 @@ def class_probability(model: nn.Module, x: torch.Tensor, target_class: int = 1, 
 
 
 def monomial_correlations(x: torch.Tensor, p: torch.Tensor, sets: list[tuple[int, ...]]) -> list[float]:
-    """|mean(chi_A(x) * (p - mean p))| for each set A (all sets of one size)."""
+    """|mean(chi_A(x) * (p - mean p))| for each set A (all sets of one size); `x` [N, d] of -1/+1, `p` [N].
+
+    chi_A(x) = (-1)^(number of -1 entries of x in A): the counts are one exact product with the sets'
+    indicator matrix (integers below 2^24 are exact in float32), so chi is exactly the product of the
+    entries, without gathering N x |sets| x |A| values."""
     if not sets:
         return []
-    index = torch.tensor(sets, device=x.device)  # [m, j]
+    indicator = torch.zeros(x.shape[1], len(sets), device=x.device)  # [d, m]
+    for column, s in enumerate(sets):
+        indicator[list(s), column] = 1.0
+    negative = (x < 0).float()
     centred = p - p.mean()
     total = torch.zeros(len(sets), dtype=torch.float64, device=x.device)
     for i in range(0, len(x), 8192):
-        chi = x[i:i + 8192][:, index].prod(-1)  # [n, m]
+        chi = 1.0 - 2.0 * torch.remainder(negative[i:i + 8192] @ indicator, 2.0)  # [n, m], exactly +-1
         total += (chi * centred[i:i + 8192, None]).sum(0).double()
     return (total / len(x)).abs().tolist()
 
