@@ -282,3 +282,17 @@ def test_tidy_rows_and_transition_window_by_hand():
     ]
     assert transition_window(None) is None and transition_window({}) is None
     assert transition_window({"drop_start": 100, "drop_end": 160}) == (40, 160)
+
+
+def test_parity_evaluates_in_forwards_of_eval_rows_with_the_numbers_of_one_forward():
+    from progdistill.models.mlp import MLP
+    from progdistill.tasks import ParityTask
+
+    task = ParityTask(d=20, k=3, eval_size=1200)
+    model = MLP(20, 2, 64)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    chunked = task.evaluate(model)
+    assert seen == [512, 512, 176]  # eval_rows = 512
+    task.eval_rows = None
+    assert task.evaluate(model) == chunked and seen[3:] == [1200]

@@ -79,6 +79,7 @@ def _start_worker() -> None:
     (torch and progdistill's stages, ~2 s of CPU), so that a pool started early has it done."""
     die_with_parent()
     import progdistill.experiment  # noqa: F401
+    import torch._dynamo  # noqa: F401  (what a job's first torch optimizer would import: ~2 s)
 
 
 class LocalProcesses(Executor):

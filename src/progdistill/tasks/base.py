@@ -104,6 +104,12 @@ class Task(ABC):
         """Named curriculum probes this task owns: name -> fn(model, **options) -> results."""
         return {}
 
+    eval_rows: int | None = None
+    """Rows per forward pass in `evaluate` (None: a whole batch at once). Set it only for a task whose
+    model computes every row on its own (no padding masks shared across rows, no batch statistics): then
+    the logits, and the loss summed over the whole batch, are those of one forward on a machine whose
+    matrix products do not round by the row count."""
+
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Held-out cross-entropy and top-1 accuracy over the positions that carry a loss (`model` may return
@@ -112,8 +118,13 @@ class Task(ABC):
         was_training = model.training
         model.eval()
         total_loss, correct, count = 0.0, 0, 0
+        rows = self.eval_rows
         for batch in self.eval_batches():
-            logits, targets = selected(logits_of(model(batch.inputs)), batch.targets)
+            if rows is None or batch.size <= rows:
+                output = logits_of(model(batch.inputs))
+            else:  # the same logits, in forwards whose activations stay in the CPU's cache
+                output = torch.cat([logits_of(model(batch.inputs[i:i + rows])) for i in range(0, batch.size, rows)])
+            logits, targets = selected(output, batch.targets)
             total_loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
             correct += int((logits.argmax(-1) == targets).sum())
             count += int(targets.numel())
