@@ -173,6 +173,11 @@ def test_phase_references_at_the_edges():
         resolve_checkpoint("halfway", SAVED, on_saved)
     with pytest.raises(ValueError, match=r"^checkpoint 1001 is past the teacher's last saved step \(1000\)$"):
         resolve_checkpoint(1001, SAVED, None)
+    # a method's `start` is named as such, not as a "checkpoint"
+    with pytest.raises(ValueError, match=r"^start 'drop_start' needs the teacher's phases, which were not detected$"):
+        make_schedule({"name": "progressive", "start": "drop_start"}, SAVED, None)
+    with pytest.raises(ValueError, match=r"^start 1001 is past the teacher's last saved step \(1000\)$"):
+        make_schedule({"name": "adaptive", "start": 1001}, SAVED, None)
 
 
 def test_method_options_reach_the_schedules():

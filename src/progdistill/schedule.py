@@ -30,17 +30,18 @@ def fitted_speed(saved: list[int], start: int, refresh: int, budget: int, reach:
     return max(saved[-1] - start, 1) / (refresh * intervals)
 
 
-def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None) -> int:
+def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None, key: str = "checkpoint") -> int:
     """A checkpoint given as a step (the nearest saved one) or relative to the teacher's phases:
-    before (last saved before the drop), drop_start, middle, drop_end, after (first saved after it)."""
+    before (last saved before the drop), drop_start, middle, drop_end, after (first saved after it).
+    Raises ValueError naming the method's `key` that holds `ref` (checkpoint, start)."""
     if isinstance(ref, int):
         if ref > saved[-1]:
-            raise ValueError(f"checkpoint {ref} is past the teacher's last saved step ({saved[-1]})")
+            raise ValueError(f"{key} {ref} is past the teacher's last saved step ({saved[-1]})")
         return _nearest(ref, saved)
     if ref == "final":
         return saved[-1]
     if phases is None:
-        raise ValueError(f"checkpoint {ref!r} needs the teacher's phases, which were not detected")
+        raise ValueError(f"{key} {ref!r} needs the teacher's phases, which were not detected")
     if ref == "before":
         earlier = [s for s in saved if s < phases.drop_start]
         return earlier[-1] if earlier else saved[0]
@@ -49,7 +50,7 @@ def resolve_checkpoint(ref: int | str, saved: list[int], phases: Phases | None) 
         return later[0] if later else saved[-1]
     if ref in ("drop_start", "middle", "drop_end"):
         return _nearest(getattr(phases, ref), saved)
-    raise ValueError(f"unknown checkpoint reference {ref!r}; use a step or one of {PHASE_REFERENCES}")
+    raise ValueError(f"unknown {key} reference {ref!r}; use a step or one of {PHASE_REFERENCES}")
 
 
 def _nearest(step: int, saved: list[int]) -> int:
@@ -207,7 +208,7 @@ def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phase
         return TeacherSchedule(final)
     if name == "progressive":
         start = method.get("start", 0)
-        start_step = 0 if start == 0 else resolve_checkpoint(start, saved, phases)
+        start_step = 0 if start == 0 else resolve_checkpoint(start, saved, phases, "start")
         refresh = method.get("refresh") or _checkpoint_interval(saved)
         speed = method.get("speed", 1.0)
         if speed == "fit":
@@ -218,7 +219,7 @@ def make_schedule(method: dict[str, Any], saved: list[int] | None, phases: Phase
     if name == "two-shot":
         return TwoShot(resolve_checkpoint(method["checkpoint"], saved, phases), final, method["switch"])
     if name == "adaptive":
-        start = resolve_checkpoint(method.get("start", saved[0]), saved, phases)
+        start = resolve_checkpoint(method.get("start", saved[0]), saved, phases, "start")
         return Adaptive(saved, start, method.get("patience", 3), method.get("min_delta", 0.005))
     if name == "auto":
         if phases is None:
