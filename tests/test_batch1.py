@@ -194,7 +194,7 @@ def test_recipe_key_batch1(monkeypatch):
     assert load_recipe("parity-mlp-small", ["batch1=off"]).batch1 == "off"
     with pytest.raises(RecipeError, match="batch1: Input should be 'auto', 'numba', 'torch' or 'off'"):
         load_recipe("parity-mlp-paper", ["batch1=fast"])
-    with pytest.raises(RecipeError, match="invalid recipe: batch1=torch forces the batch-1 path, which cannot train the teacher: "
+    with pytest.raises(RecipeError, match="override batch1=torch: batch1=torch forces the batch-1 path, which cannot train the teacher: "
                                           r"teacher.batch_size is 32 \(it needs 1\); use batch1=auto"):
         load_recipe("parity-mlp-small", ["batch1=torch"])
     with pytest.raises(RecipeError, match="cannot train the students: students.optim.momentum is 0.9"):

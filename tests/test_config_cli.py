@@ -364,7 +364,7 @@ def test_sweep_best_places_the_best_checkpoint_against_the_drop_and_auto():
     ("teacher.zzz=1", "teacher.zzz: unknown key"),
 ])
 def test_a_misspelt_key_names_the_closest_key_of_its_section(override, message):
-    with pytest.raises(RecipeError, match=re.escape(f"parity-mlp-small: invalid recipe: {message}") + "$"):
+    with pytest.raises(RecipeError, match=re.escape(f"parity-mlp-small: override {override}: {message}") + "$"):
         load_recipe("parity-mlp-small", [override])
 
 
@@ -400,3 +400,13 @@ def test_a_finished_run_is_scored_anew_under_another_target(tiny, tmp_path):
                 assert r["samples_to_target"] == (first["samples"] if first else None)
                 checked += first is not None
     assert checked > 0  # the lower target is reached somewhere, so the test compares numbers
+
+
+def test_an_error_names_the_override_at_fault_or_else_the_file(tmp_path):
+    with pytest.raises(RecipeError, match=r"^parity-mlp-small: override teacher\.steps=0: teacher\.steps: Input should be "
+                                          r"greater than or equal to 1$"):
+        load_recipe("parity-mlp-small", ["students.seeds=[0]", "teacher.steps=0"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(load_recipe("parity-mlp-small").model_dump_json().replace('"steps":10000', '"steps":-5', 1))
+    with pytest.raises(RecipeError, match=r"broken\.yaml: invalid recipe: teacher\.steps: Input should be"):
+        load_recipe(str(broken), ["students.seeds=[0]"])  # the file is at fault, not the override

@@ -6,6 +6,8 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 import importlib.util
 import re
@@ -912,4 +914,30 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, not {type(raw).__name__}")
     if isinstance(raw, dict) and "name" not in raw and source not in recipe_names():
         raw["name"] = Path(source).stem  # a recipe file without a name runs in runs/<file name>
-    return validate(apply_overrides(raw or {}, overrides or []), source)
+    if not overrides:
+        return validate(raw or {}, source)
+    base = copy.deepcopy(raw or {})
+    changed = apply_overrides(raw or {}, overrides)
+    try:
+        return validate(changed, source)
+    except RecipeError:
+        validate(base, source)  # a fault of the file itself is said as such
+        _blame_overrides(changed, overrides, source)
+        raise
+
+
+def _blame_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> None:
+    """Raise RecipeError naming the overrides at fault for what is wrong in `raw` (a recipe that was valid
+    before them): `SOURCE: override KEY=VALUE: key: what is wrong`. Returns if it cannot tell."""
+    try:
+        Recipe.model_validate(raw)
+    except ValidationError as e:
+        problems = _problems(e)
+    else:
+        return
+    keys = [item.split("=", 1)[0] for item in overrides]
+    at_fault = [item for item, key in zip(overrides, keys)
+                if any(loc == key or loc.startswith(key + ".") or key.startswith(loc + ".") for loc, _ in problems)]
+    said = " ".join(_clip(item, 120) for item in at_fault or overrides)
+    raise RecipeError(f"{source}: override {said}: " + "; ".join(f"{loc}: {msg}" if loc else msg
+                                                                  for loc, msg in problems)) from None
