@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name: str, fn, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("recipe", help="a shipped recipe name (see `progdistill recipes`) or a YAML file")
+        p.add_argument("recipe", help="a shipped recipe name (see `progdistill recipes`) or a YAML file (./NAME for a file named like a shipped recipe)")
         p.add_argument("overrides", nargs="*", default=[], help=_OVERRIDES)
         p.add_argument("--out", help="run folder (default: runs/<recipe name>); an interrupted run resumes there, "
                        "and a config that only adds seeds, budgets or methods grows it")

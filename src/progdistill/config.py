@@ -694,11 +694,13 @@ def recipe_names() -> list[str]:
 
 
 def recipe_text(name_or_path: str) -> tuple[str, str]:
-    """(YAML text, source) of a shipped recipe name or a file path; RecipeError for a missing, unreadable
-    or non-UTF-8 file (naming the line of the first bad byte)."""
+    """(YAML text, source) of a shipped recipe name or a file path (a shipped name means the shipped recipe
+    even where a file of that name exists: ./NAME is the file); RecipeError for a missing, unreadable or
+    non-UTF-8 file (naming the line of the first bad byte)."""
     path = Path(name_or_path)
-    # A shipped name wins over a folder of that name in the working directory (e.g. a run folder).
-    if path.suffix in (".yaml", ".yml") or path.is_file() or (path.exists() and name_or_path not in recipe_names()):
+    # A shipped name wins over a file or folder of that name in the working directory (e.g. a run folder or
+    # its log); ./NAME reads such a file.
+    if name_or_path not in recipe_names() and (path.suffix in (".yaml", ".yml") or path.exists()):
         if not path.is_file():
             raise RecipeError(f"{path}: " + ("a folder, not a recipe file" if path.is_dir() else "recipe file not found"))
         try:
