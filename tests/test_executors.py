@@ -153,3 +153,27 @@ def test_local_workers_start_early_and_serve_every_map():
     for pid in third:  # closed: the workers have exited
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_ctrl_c_interrupts_a_job_and_an_idle_worker_ignores_it(capfd):
+    import os
+    import signal
+    import threading
+    import time
+
+    executor = LocalProcesses(2)
+    try:
+        executor.start()
+        workers = list(executor._pool._processes)
+        time.sleep(3)  # the workers are importing, then idle: Ctrl-C (SIGINT to each) leaves them be
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        assert set(executor.map(os.getpid, [()] * 4)) <= set(workers)
+        threading.Timer(2.0, lambda: [os.kill(pid, signal.SIGINT) for pid in workers]).start()
+        began = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):  # inside a job, Ctrl-C interrupts it as in the main process
+            executor.map(time.sleep, [(60,)])
+        assert time.monotonic() - began < 30
+    finally:
+        executor.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -77,9 +80,35 @@ class InProcess(Executor):
 def _start_worker() -> None:
     """Initializer of a local worker process: die with the parent, and import what every job imports
     (torch and progdistill's stages, ~2 s of CPU), so that a pool started early has it done."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches a worker only inside a job (`_job`)
     die_with_parent()
     import progdistill.experiment  # noqa: F401
     import torch._dynamo  # noqa: F401  (what a job's first torch optimizer would import: ~2 s)
+
+
+def _job(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a local worker, where Ctrl-C interrupts it as it would in the main process (an idle
+    worker ignores it: the main process shuts the pool down, with no traceback from a waiting worker)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return fn(*args)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _spawning_without_sigint():
+    """Workers spawned inside start with Ctrl-C ignored (an ignored signal stays ignored across exec, and
+    Python then installs no KeyboardInterrupt handler), so that one pressed while they import torch
+    leaves no traceback; the main process ignores it for the moment of the spawn only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class LocalProcesses(Executor):
@@ -101,12 +130,14 @@ class LocalProcesses(Executor):
 
     def start(self) -> None:
         pool = self._workers()
-        for _ in range(self.jobs):  # a pool spawns a worker per job waiting for one, up to `jobs`
-            pool.submit(int)
+        with _spawning_without_sigint():
+            for _ in range(self.jobs):  # a pool spawns a worker per job waiting for one, up to `jobs`
+                pool.submit(int)
 
     def map(self, fn, calls, progress=False, desc="jobs"):
         pool = self._workers()
-        futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        with _spawning_without_sigint():
+            futures = {pool.submit(_job, fn, *args): i for i, args in enumerate(calls)}
         results: list[Any] = [None] * len(calls)
         try:
             for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
