@@ -217,3 +217,15 @@ def test_a_damaged_teacher_curve_in_the_run_folder_is_refused_before_anything_is
         assert main(argv) == 2
         assert capsys.readouterr().err == message
     assert _tree(out) == before
+
+
+def test_phases_not_found_are_said_with_the_detectors_reason(tmp_path, capsys):
+    """A teacher that never leaves chance has no phases: a method that needs them is refused naming why."""
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", *TINY, "teacher.steps=200", "teacher.optim.lr=1e-12", "students.seeds=[0]",
+                 "students.steps=20", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        "error: students: method 'progressive-from-drop': start 'drop_start' needs the teacher's phases, which were "
+        "not detected ('accuracy' never falls (rises, for accuracy): no phase transition to detect; "
+        "teacher_phases.json)\n")
+    assert not (out / "students").exists()

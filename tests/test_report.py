@@ -262,3 +262,37 @@ def test_a_figure_saved_twice_gives_the_same_bytes_and_no_temporaries(tmp_path):
         assert first.read_bytes() == second.read_bytes() and first.stat().st_size > 1000
     assert b"CreationDate" not in paths[0][1].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png", "b.pdf", "b.png"]
+
+
+def test_without_phases_the_summary_caption_does_not_speak_of_a_drop(run, tmp_path, monkeypatch):
+    import shutil
+
+    import progdistill.experiment as experiment
+
+    out = tmp_path / "copy"
+    shutil.copytree(run[0], out)
+    assert "Shaded: the teacher's sharp drop." in (out / "report.md").read_text()
+
+    def no_transition(*args, **kwargs):
+        raise ValueError("'accuracy' never falls (rises, for accuracy): no phase transition to detect")
+
+    monkeypatch.setattr(experiment, "detect_phases", no_transition)
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "(No phase transition was detected.)" in text and "Shaded: the teacher's sharp drop." not in text
+
+
+def test_report_leaves_json_files_of_the_same_content_untouched(run, tmp_path):
+    import os
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(run[0], out)
+    files = [out / "summary.json", out / "teacher_phases.json"]
+    for f in files:
+        os.utime(f, ns=(1, 1))
+    assert main(["report", str(out)]) == 0
+    assert [f.stat().st_mtime_ns for f in files] == [1, 1]  # same content: not rewritten
+    (out / "summary.json").write_text("{}\n")
+    assert main(["report", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["methods"]  # other content: rewritten

@@ -630,7 +630,12 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
         try:
             make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
         except ValueError as e:
-            raise RecipeError(f"students: method {method.display!r}: {e}") from None
+            why = ""
+            if phases is None and "phases" in str(e):  # say why they were not found
+                saved = _readable(out / "teacher_phases.json")
+                found = saved.get("error") if isinstance(saved, dict) else None
+                why = f" ({found}; teacher_phases.json)" if found else ""
+            raise RecipeError(f"students: method {method.display!r}: {e}{why}") from None
     if all((student_folder(out, m.display, b, seed) / "result.json").is_file() for m, b, seed in jobs):
         return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
     executor = executor or make_executor("local", recipe.workers)

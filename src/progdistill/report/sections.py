@@ -115,10 +115,10 @@ def answer_section(ctx: Context) -> list[Block]:
     if ctx.curves or probe:
         shown = _summary_methods(ctx)
         fig = plots.summary_figure(ctx.summary, ctx.curves, ctx.looks, shown, probe)
+        shaded = " Shaded: the teacher's sharp drop." if ctx.phases else " (No phase transition was detected.)"
         blocks.append(ctx.figure(fig, "summary", "The run at a glance: (a) held-out accuracy of the teacher and of "
                                  "the students (median over seeds, band = min–max) against training samples; (b) "
-                                 "the curriculum probe on the teacher's checkpoints. Shaded: the teacher's sharp "
-                                 "drop."))
+                                 "the curriculum probe on the teacher's checkpoints." + shaded))
     return blocks
 
 
