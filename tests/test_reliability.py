@@ -279,3 +279,25 @@ def test_a_name_too_long_deep_in_out_leaves_no_parent_folders(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["run", "parity-mlp-small", "--out", "x/y/" + "a" * 300, "--quiet"]) == 2
     assert capsys.readouterr().err.endswith(": File name too long\n") and list(tmp_path.iterdir()) == []
+
+
+def test_the_command_loads_lazily_and_a_ctrl_c_while_loading_is_one_line(monkeypatch, capsys):
+    import builtins
+    import subprocess
+    import sys
+
+    from progdistill import entry
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, progdistill; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout == "False\n"  # `import progdistill` loads torch only when a name needs it
+    real_import = builtins.__import__
+
+    def interrupted(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "cli" and level == 1:
+            raise KeyboardInterrupt
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "interrupted\n"

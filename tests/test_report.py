@@ -281,18 +281,3 @@ def test_without_phases_the_summary_caption_does_not_speak_of_a_drop(run, tmp_pa
     text = (out / "report.md").read_text()
     assert "(No phase transition was detected.)" in text and "Shaded: the teacher's sharp drop." not in text
 
-
-def test_report_leaves_json_files_of_the_same_content_untouched(run, tmp_path):
-    import os
-    import shutil
-
-    out = tmp_path / "again"
-    shutil.copytree(run[0], out)
-    files = [out / "summary.json", out / "teacher_phases.json"]
-    for f in files:
-        os.utime(f, ns=(1, 1))
-    assert main(["report", str(out)]) == 0
-    assert [f.stat().st_mtime_ns for f in files] == [1, 1]  # same content: not rewritten
-    (out / "summary.json").write_text("{}\n")
-    assert main(["report", str(out)]) == 0
-    assert json.loads((out / "summary.json").read_text())["methods"]  # other content: rewritten

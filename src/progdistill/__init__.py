@@ -1,22 +1,36 @@
-"""progdistill: progressive knowledge distillation from a teacher's checkpoint trajectory."""
+"""progdistill: progressive knowledge distillation from a teacher's checkpoint trajectory.
+
+The names below are imported on first use (PEP 562), so that `import progdistill` and the command line
+start without loading torch until they need it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .config import Recipe, RecipeError, load_recipe, recipe_names  # noqa: E402
-from .experiment import train_student, train_teacher  # noqa: E402
-from .pipeline import run_experiment  # noqa: E402
-from .io import CheckpointError  # noqa: E402
-from .losses import distillation_loss, kd_loss  # noqa: E402
-from .models import build_model, resolve_architecture  # noqa: E402
-from .schedule import make_schedule, progressive_checkpoint  # noqa: E402
-from .tasks import IGNORE, Batch, DatasetTask, ParityTask, Task, TensorTask, build_task  # noqa: E402
-from .trainer import KDConfig, OptimConfig, TrainConfig, train  # noqa: E402
-from .trajectory import Trajectory, detect_phases, load_checkpoint, save_checkpoint  # noqa: E402
+_WHERE = {
+    "Recipe": "config", "RecipeError": "config", "load_recipe": "config", "recipe_names": "config",
+    "train_student": "experiment", "train_teacher": "experiment", "run_experiment": "pipeline",
+    "CheckpointError": "io", "distillation_loss": "losses", "kd_loss": "losses", "build_model": "models",
+    "resolve_architecture": "models", "make_schedule": "schedule", "progressive_checkpoint": "schedule",
+    "IGNORE": "tasks", "Batch": "tasks", "DatasetTask": "tasks", "ParityTask": "tasks", "Task": "tasks",
+    "TensorTask": "tasks", "build_task": "tasks", "KDConfig": "trainer", "OptimConfig": "trainer",
+    "TrainConfig": "trainer", "train": "trainer", "Trajectory": "trajectory", "detect_phases": "trajectory",
+    "load_checkpoint": "trajectory", "save_checkpoint": "trajectory",
+}
 
-__all__ = [
-    "__version__", "Recipe", "RecipeError", "load_recipe", "recipe_names", "run_experiment", "train_student",
-    "train_teacher", "CheckpointError", "distillation_loss", "kd_loss", "build_model", "resolve_architecture",
-    "make_schedule", "progressive_checkpoint", "IGNORE", "Batch", "Task", "ParityTask", "TensorTask", "DatasetTask",
-    "build_task", "KDConfig", "OptimConfig", "TrainConfig", "train", "Trajectory", "detect_phases",
-    "load_checkpoint", "save_checkpoint",
-]
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -105,15 +105,9 @@ def _finite(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a file; a file that already
-    holds exactly this text is left as it is (not rewritten). Non-finite floats become null: strict JSON
-    parsers reject NaN and Infinity."""
+    """Write JSON atomically (temp file + rename), so readers never see half a file. Non-finite floats
+    become null: strict JSON parsers reject NaN and Infinity."""
     text = json.dumps(_finite(_plain(obj)), indent=1, sort_keys=False, allow_nan=False)
-    try:
-        if Path(path).read_bytes() == (text + "\n").encode():
-            return
-    except (OSError, ValueError):
-        pass  # missing or unreadable: written below
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(text + "\n")
