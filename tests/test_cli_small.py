@@ -132,7 +132,7 @@ def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path, monkeyp
 def test_a_file_named_like_a_shipped_recipe_does_not_hide_it_and_dot_slash_reads_it(tmp_path, monkeypatch):
     """`progdistill run parity-mlp-small > parity-mlp-small` leaves a log file of that name behind."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "parity-mlp-small").write_text("report: /work/runs/x/report.md\n")
+    (tmp_path / "parity-mlp-small").write_text("report: runs/x/report.md\n")
     assert recipe_text("parity-mlp-small")[1] == "parity-mlp-small"  # the shipped recipe
     assert "name: parity-mlp-small" in recipe_text("parity-mlp-small")[0]
     text, source = recipe_text("./parity-mlp-small")  # the file
