@@ -7,7 +7,6 @@ with its dotted path. `Recipe.model_dump()` is the resolved config written besid
 from __future__ import annotations
 
 import copy
-
 import difflib
 import importlib.util
 import re
@@ -865,8 +864,10 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
     return [(loc, " or ".join(msgs)) for loc, msgs in by_key.items()]
 
 
-def validate(raw: Any, source: str = "<recipe>") -> Recipe:
-    """A validated Recipe from a raw mapping; RecipeError (one line naming every bad key) otherwise."""
+def validate(raw: Any, source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
+    """A validated Recipe from a raw mapping; RecipeError (one line naming every bad key) otherwise.
+    `overrides`: the `key=value` overrides applied to a recipe that was valid without them; the error then
+    names the ones at fault (those whose key is, holds or is held by a bad key; all of them if none is)."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping")
     try:
@@ -878,8 +879,15 @@ def validate(raw: Any, source: str = "<recipe>") -> Recipe:
             if isinstance((err.get("ctx") or {}).get("error"), MissingExtraError):
                 loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-", "(")))
                 raise RecipeError(f"{source}: {loc}: {err['ctx']['error']}") from None
-        raise RecipeError(f"{source}: invalid recipe: " + "; ".join(f"{loc}: {msg}" if loc else msg
-                                                                   for loc, msg in _problems(e))) from None
+        problems = _problems(e)
+        where = "invalid recipe"
+        if overrides:
+            at_fault = [item for item in overrides if any(
+                loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")
+                for key in [item.split("=", 1)[0]] for loc, _ in problems)]
+            where = "override " + " ".join(_clip(item, 120) for item in at_fault or overrides)
+        raise RecipeError(f"{source}: {where}: " + "; ".join(f"{loc}: {msg}" if loc else msg
+                                                            for loc, msg in problems)) from None
     except RecursionError:
         raise RecipeError(f"{source}: the recipe is nested too deeply") from None
 
@@ -918,28 +926,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raw["name"] = Path(source).stem  # a recipe file without a name runs in runs/<file name>
     if not overrides:
         return validate(raw or {}, source)
-    base = copy.deepcopy(raw or {})
-    changed = apply_overrides(raw or {}, overrides)
+    changed = apply_overrides(copy.deepcopy(raw or {}), overrides)
     try:
         return validate(changed, source)
     except RecipeError:
-        validate(base, source)  # a fault of the file itself is said as such
-        _blame_overrides(changed, overrides, source)
-        raise
-
-
-def _blame_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> None:
-    """Raise RecipeError naming the overrides at fault for what is wrong in `raw` (a recipe that was valid
-    before them): `SOURCE: override KEY=VALUE: key: what is wrong`. Returns if it cannot tell."""
-    try:
-        Recipe.model_validate(raw)
-    except ValidationError as e:
-        problems = _problems(e)
-    else:
-        return
-    keys = [item.split("=", 1)[0] for item in overrides]
-    at_fault = [item for item, key in zip(overrides, keys)
-                if any(loc == key or loc.startswith(key + ".") or key.startswith(loc + ".") for loc, _ in problems)]
-    said = " ".join(_clip(item, 120) for item in at_fault or overrides)
-    raise RecipeError(f"{source}: override {said}: " + "; ".join(f"{loc}: {msg}" if loc else msg
-                                                                  for loc, msg in problems)) from None
+        validate(raw or {}, source)  # a fault of the file itself is said as such
+        return validate(changed, source, overrides)  # raises again, naming the overrides at fault
