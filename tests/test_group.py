@@ -335,7 +335,7 @@ students: {model: {type: bert, layers: 1, heads: 1, head_dim: 8}, steps: [20, 30
 
 
 def test_grouping_pays_for_mlps_and_for_transformers_only_on_a_gpu():
-    from progdistill.experiment import grouping_pays
+    from progdistill.group import grouping_pays
 
     assert grouping_pays(MLPModel(8, 2, 16))
     bert = BertMLM(vocab_size=10, seq_len=4, layers=1, heads=1, head_dim=4)

@@ -22,9 +22,9 @@ from .io import (CheckpointError, check_names, config_hash, environment_info, fi
                  remove_stale_temporaries, write_json, write_text)
 from .layout import read_run_json, student_folder
 from .metric_logging import require_backends
-from .group import Member, balance_groups, group_key, memory_per_student, plan_groups, train_group
+from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays, memory_per_student, plan_groups,
+                    train_group)
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
-from .models.mlp import MLP
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
                         check_sizes, check_trajectory)
 from .probes.monomials import monomial_peak, transition_window
@@ -562,18 +562,6 @@ def _student_job(recipe_json: dict[str, Any], out: str, trajectory_root: str, ph
     return train_students(recipe, Path(out), _job_trajectory(recipe, Path(out), trajectory_root), ph,
                           [(METHOD.validate_python(m), b, seed) for m, b, seed in jobs], progress=False,
                           eval_chunk=eval_chunk, log=log)
-
-
-GROUP_SIZE = 16  # students.group_size where it is not set and a group is faster
-
-
-def grouping_pays(model: torch.nn.Module) -> bool:
-    """Whether students of this architecture train faster as one batched model than one at a time (the
-    default of `students.group_size`): MLPs yes (16 parity students of width 100: 6.1x the samples/s on
-    2 CPU cores), Transformers only on a GPU, where small kernels leave it idle; on a CPU their steps are
-    compute-bound (16 pcfg-mlm-small BERT students: 1.08x in the benchmark, and 0.90x end to end, where
-    groups balance worse over the workers than single students; benchmarks/README.md)."""
-    return type(model) is MLP or next(model.parameters()).device.type == "cuda"
 
 
 def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases | None,

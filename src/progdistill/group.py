@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batched import Stack, StackedForward, StackedOptimizer, stacked_distillation_terms, stacked_forward
+from .models.mlp import MLP
 from .precision import autocast
 from .schedule import TeacherSchedule
 from .tasks.base import IGNORE, Batch, Task
@@ -55,6 +56,18 @@ class Member:
     schedule: TeacherSchedule | None = None
     teacher_cache: str | Path | None = None
     desc: str = "train"
+
+
+GROUP_SIZE = 16  # students.group_size where it is not set and a group is faster
+
+
+def grouping_pays(model: nn.Module) -> bool:
+    """Whether students of this architecture train faster as one batched model than one at a time (the
+    default of `students.group_size`): MLPs yes (16 parity students of width 100: 6.1x the samples/s on
+    2 CPU cores), Transformers only on a GPU, where small kernels leave it idle; on a CPU their steps are
+    compute-bound (16 pcfg-mlm-small BERT students: 1.08x in the benchmark, and 0.90x end to end, where
+    groups balance worse over the workers than single students; benchmarks/README.md)."""
+    return type(model) is MLP or next(model.parameters()).device.type == "cuda"
 
 
 def group_key(member: Member) -> tuple | None:
