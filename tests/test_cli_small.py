@@ -137,6 +137,8 @@ def test_a_file_named_like_a_shipped_recipe_does_not_hide_it_and_dot_slash_reads
     assert "name: parity-mlp-small" in recipe_text("parity-mlp-small")[0]
     text, source = recipe_text("./parity-mlp-small")  # the file
     assert source == "parity-mlp-small" and text.startswith("report:")
+    with pytest.raises(RecipeError, match=r"^parity-mlp-gpt: recipe file not found$"):
+        recipe_text("./parity-mlp-gpt")  # a path, not a misspelt name
 
 
 @pytest.mark.parametrize("command", ["run", "teacher", "probe", "distill", "report", "recipes", "grammar", "oracle",

@@ -281,3 +281,17 @@ def test_without_phases_the_summary_caption_does_not_speak_of_a_drop(run, tmp_pa
     text = (out / "report.md").read_text()
     assert "(No phase transition was detected.)" in text and "Shaded: the teacher's sharp drop." not in text
 
+
+
+def test_a_flat_teacher_is_a_problem_even_with_a_drop_detected_in_its_noise():
+    from progdistill.report.health import teacher_health
+
+    flat = [{"step": s, "loss": 0.69, "accuracy": a} for s, a in ((0, 0.503), (500, 0.496), (1000, 0.507))]
+    noise = {"drop_start": 389, "drop_end": 510, "middle": 450, "metric": "accuracy"}
+    problems, facts = teacher_health({"teacher": {"curve": flat, "phases": noise}})
+    assert len(problems) == 1 and problems[0].startswith("the teacher never left its plateau (held-out accuracy "
+                                                         "0.503 → 0.507)")
+    assert not any("left its plateau" in f for f in facts)
+    learnt = flat[:2] + [{"step": 1000, "loss": 0.01, "accuracy": 1.0}]
+    problems, facts = teacher_health({"teacher": {"curve": learnt, "phases": noise}})
+    assert problems == [] and facts[0].startswith("the teacher left its plateau (sharp drop at steps 389–510)")

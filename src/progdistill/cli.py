@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(where + (e.strerror or str(e)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar's line
+        newline = "" if getattr(args, "quiet", True) else "\n"  # after a progress bar's line
         print(f"{newline}interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -699,7 +700,8 @@ def recipe_text(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path)
     # A shipped name wins over a file or folder of that name in the working directory (e.g. a run folder or
     # its log); ./NAME reads such a file.
-    if name_or_path not in recipe_names() and (path.suffix in (".yaml", ".yml") or path.exists()):
+    if name_or_path not in recipe_names() and (path.suffix in (".yaml", ".yml") or path.exists()
+                                               or "/" in name_or_path or os.sep in name_or_path):
         if not path.is_file():
             raise RecipeError(f"{path}: " + ("a folder, not a recipe file" if path.is_dir() else "recipe file not found"))
         try:

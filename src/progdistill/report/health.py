@@ -10,7 +10,7 @@ import numpy as np
 from .curves import SeedCurves
 
 COLLAPSE = 0.05  # a student that ends this far below its own best held-out accuracy has collapsed
-RISE = 0.05  # a teacher whose accuracy rose less than this never left its plateau (with no drop detected)
+RISE = 0.05  # a teacher whose accuracy rose less than this never left its plateau (even with a drop detected)
 
 
 def _recovered(losses: list[float]) -> bool:
@@ -25,14 +25,15 @@ def teacher_health(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
     curve = teacher["curve"]
     first, last = curve[0], curve[-1]
     problems, facts = [], []
-    if teacher.get("phases"):
-        p = teacher["phases"]
-        facts.append(f"the teacher left its plateau (sharp drop at steps {p['drop_start']:,}–{p['drop_end']:,}) and "
-                     f"ended at held-out accuracy {last['accuracy']:.3f}")
-    elif last["accuracy"] - first["accuracy"] < RISE:
+    rose = (last["accuracy"] - first["accuracy"]) if None not in (first["accuracy"], last["accuracy"]) else None
+    if rose is not None and rose < RISE:  # a "drop" detected in the noise of a flat curve is no transition
         problems.append(f"the teacher never left its plateau (held-out accuracy {first['accuracy']:.3f} → "
                         f"{last['accuracy']:.3f}): every method that learns from its checkpoints learns from a "
                         "teacher that knows nothing (train it longer, or with a larger `teacher.optim.lr`)")
+    elif teacher.get("phases"):
+        p = teacher["phases"]
+        facts.append(f"the teacher left its plateau (sharp drop at steps {p['drop_start']:,}–{p['drop_end']:,}) and "
+                     f"ended at held-out accuracy {last['accuracy']:.3f}")
     else:
         problems.append("no phase transition was detected in the teacher's curve, so the methods that start from "
                         "it (`auto`, `two-shot` at a phase, `progressive` from a phase) could not use it")
