@@ -379,3 +379,68 @@ def test_teacher_outputs_block_sizes(tmp_path, teacher):
     torch.testing.assert_close(outputs, plain)
     blocks = sorted(p.name for p in (tmp_path / "checkpoint-100").iterdir())
     assert blocks == [f"block-{i}.safetensors" for i in (3, 4, 5)]
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.5])
+def test_cached_blocks_stack_batches_into_forwards_of_eval_rows_with_the_same_outputs(tmp_path, teacher, tau,
+                                                                                      monkeypatch):
+    """A task with `eval_rows` (rows computed independently) gets a block's batches in forwards of up to
+    eval_rows rows: the same outputs as one forward per batch, in fewer forwards."""
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    cpu = torch.device("cpu")
+    plain = TeacherOutputs(teacher, task, 8, cpu, labels_only=tau == 0)
+    expected = [plain.get(150, step, task.train_batch(step, 8)) for step in range(40)]
+    model = teacher.load(150, cpu)
+    rows_seen = []
+    monkeypatch.setattr(Trajectory, "load", lambda self, step, device="cpu": _Recording(model, rows_seen))
+    task.eval_rows = 32  # 4 batches of 8 per forward
+    cached = TeacherOutputs(teacher, task, 8, cpu, labels_only=tau == 0, cache=tmp_path, block=20)
+    got = [cached.get(150, step, task.train_batch(step, 8)) for step in range(40)]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert rows_seen == [32] * 10  # two blocks of 20 batches: 5 forwards of 32 rows each
+
+
+class _Recording(torch.nn.Module):
+    def __init__(self, model, seen):
+        super().__init__()
+        self.model, self.seen = model, seen
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        return self.model(x)
+
+
+def test_teacher_checkpoints_stay_loaded_while_they_fit(teacher, monkeypatch):
+    """Students trained together ask for several checkpoints in turn: each is loaded once while the
+    loaded ones fit in KEEP_MODELS_BYTES, and the least recently used is dropped when they do not."""
+    from progdistill import teacher_outputs
+
+    loads = []
+    original = Trajectory.load
+    monkeypatch.setattr(Trajectory, "load", lambda self, step, device="cpu": loads.append(step) or original(self, step, device))
+    task = ParityTask(d=12, k=2, eval_size=64, data_seed=7)
+    outputs = TeacherOutputs(teacher, task, 4, torch.device("cpu"))
+    for step in range(6):
+        for checkpoint in (50, 100, 150):
+            outputs.get(checkpoint, step, task.train_batch(step, 4))
+    assert loads == [50, 100, 150]
+    size = sum(p.numel() * 4 for p in teacher.load(50).parameters())
+    monkeypatch.setattr(teacher_outputs, "KEEP_MODELS_BYTES", 2 * size)  # room for two
+    loads.clear()
+    outputs = TeacherOutputs(teacher, task, 4, torch.device("cpu"))
+    for checkpoint in (50, 100, 50, 150, 100, 50):
+        outputs.get(checkpoint, 0, task.train_batch(0, 4))
+    assert loads == [50, 100, 150, 100, 50]  # 150 drops 100 (least recent), 100 drops 50, 50 drops 150
+
+
+def test_selected_keeps_the_positions_with_a_loss():
+    from progdistill.tasks.base import IGNORE, selected
+
+    logits = torch.randn(2, 3, 5)
+    every = torch.tensor([[1, 2, 3], [4, 0, 1]])
+    kept, targets = selected(logits, every)
+    assert torch.equal(kept, logits.reshape(6, 5)) and torch.equal(targets, every.reshape(6))
+    some = torch.tensor([[1, IGNORE, 3], [IGNORE, 0, 1]])
+    kept, targets = selected(logits, some)
+    assert torch.equal(kept, logits[torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.bool)])
+    assert targets.tolist() == [1, 3, 0, 1]

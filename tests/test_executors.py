@@ -177,3 +177,76 @@ def test_ctrl_c_interrupts_a_job_and_an_idle_worker_ignores_it(capfd):
     finally:
         executor.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_probes_run_beside_the_teacher_and_give_the_same_file(tmp_path, monkeypatch):
+    """With local workers and a core free beside the teacher's, `run` probes the teacher's checkpoints
+    while it trains (EarlyProbes); the probe file is the one probing after the teacher gives."""
+    from progdistill import experiment
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    after = tmp_path / "after"
+    assert main(["teacher", str(recipe), "--out", str(after), "--quiet"]) == 0
+    assert main(["probe", str(recipe), "--out", str(after), "--quiet"]) == 0
+    expected = (after / "probes" / "teacher_monomials.json").read_bytes()
+
+    started = []
+    original = experiment.EarlyProbes.start.__func__
+    monkeypatch.setattr(experiment.EarlyProbes, "start",
+                        classmethod(lambda cls, *a: started.append(original(cls, *a)) or started[-1]))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    beside = tmp_path / "beside"
+    assert main(["run", str(recipe), "--out", str(beside), "--jobs", "2", "--quiet"]) == 0
+    assert len(started) == 1 and started[0].future is not None  # the probe job ran beside the teacher
+    assert not started[0].stop.parent.exists()  # its stop file's folder (outside the run folder) is gone
+    assert (beside / "probes" / "teacher_monomials.json").read_bytes() == expected
+
+
+def test_early_probe_job_probes_what_exists_until_told_to_stop(tmp_path):
+    """The job itself: every asked-for checkpoint once it exists, rows as `probe_rows` gives them; it
+    returns what it has once the stop file appears (a checkpoint that never comes is not waited for)."""
+    import threading
+    import time
+
+    from progdistill.config import load_recipe
+    from progdistill.experiment import _probe_follow_job, probe_rows
+    from progdistill.tasks import build_task
+    from progdistill.trajectory import Trajectory
+
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(SMALL)
+    out = tmp_path / "run"
+    assert main(["teacher", str(recipe_file), "--out", str(out), "--quiet"]) == 0
+    recipe = load_recipe(str(recipe_file))
+    task = build_task(recipe.task, folder=out)
+    options = recipe.probe.enabled()["monomials"]
+    expected = probe_rows(task.probes()["monomials"], options, Trajectory(out / "teacher"), [0, 300, 600], "cpu")
+    stop = tmp_path / "stop"
+    threading.Timer(1.0, stop.touch).start()
+    began = time.monotonic()
+    rows = _probe_follow_job(recipe.model_dump(mode="json"), str(out), [0, 300, 600, 650], str(stop), 1)
+    assert time.monotonic() - began < 30
+    assert rows == {"monomials": expected}  # checkpoint-650 never came: the stop file ended the wait
+    assert _probe_follow_job(recipe.model_dump(mode="json"), str(out), [0, 300], str(stop), 1) == {"monomials": []}
+
+
+def test_no_early_probes_without_a_free_core_or_workers(tmp_path, monkeypatch):
+    import torch
+
+    from progdistill.config import load_recipe
+    from progdistill.experiment import EarlyProbes
+
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(SMALL)
+    recipe = load_recipe(str(recipe_file))
+    assert InProcess().submit(print, "never") is None
+    assert EarlyProbes.start(recipe, tmp_path, InProcess()).finish() == {}  # nothing ran
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the teacher takes both cores
+    executor = LocalProcesses(2)
+    try:
+        assert EarlyProbes.start(recipe, tmp_path, executor).future is None
+        assert executor._pool is None  # no worker was started for it
+    finally:
+        executor.close()

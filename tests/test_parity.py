@@ -293,6 +293,6 @@ def test_parity_evaluates_in_forwards_of_eval_rows_with_the_numbers_of_one_forwa
     seen = []
     model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     chunked = task.evaluate(model)
-    assert seen == [512, 512, 176]  # eval_rows = 512
+    assert seen == [256, 256, 256, 256, 176]  # eval_rows = 256
     task.eval_rows = None
-    assert task.evaluate(model) == chunked and seen[3:] == [1200]
+    assert task.evaluate(model) == chunked and seen[5:] == [1200]

@@ -11,6 +11,7 @@ from typing import NoReturn
 from . import __version__
 from .config import RecipeError, load_recipe, recipe_names, recipe_text
 from .io import CheckpointError
+from .processes import keep_freed_memory
 
 _OVERRIDES = "key=value overrides of recipe entries, dotted paths, values in YAML (e.g. teacher.steps=2000 " \
              "students.seeds=[0,1] students.methods.2.speed=2)"
@@ -359,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "teacher.steps=2000)" if bare else ""))
     if extra:
         args.overrides = args.overrides + extra
+    keep_freed_memory()
     try:
         from .distributed import is_distributed
 

@@ -14,13 +14,13 @@ import multiprocessing
 import os
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from .processes import die_with_parent
+from .processes import die_with_parent, keep_freed_memory
 
 EXECUTORS = ("local", "ray")
 
@@ -62,6 +62,12 @@ class Executor:
         job's exception is raised (in this process, the job's own exception)."""
         raise NotImplementedError
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
+        """Start fn(*args) in the background and return its Future, where this executor can run a job
+        beside this process's own work (local worker processes); None where it cannot (then nothing ran).
+        `close` waits for a submitted job: it must end on its own."""
+        return None
+
     def start(self) -> None:
         """Get ready for jobs ahead of the first `map` (start and warm up worker processes), so that this
         overlaps with work done meanwhile in this process (the teacher's training). Optional."""
@@ -82,6 +88,7 @@ def _start_worker() -> None:
     (torch and progdistill's stages, ~2 s of CPU), so that a pool started early has it done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches a worker only inside a job (`_job`)
     die_with_parent()
+    keep_freed_memory()
     import progdistill.experiment  # noqa: F401
     import torch._dynamo  # noqa: F401  (what a job's first torch optimizer would import: ~2 s)
 
@@ -133,6 +140,11 @@ class LocalProcesses(Executor):
         with _spawning_without_sigint():
             for _ in range(self.jobs):  # a pool spawns a worker per job waiting for one, up to `jobs`
                 pool.submit(int)
+
+    def submit(self, fn, *args):
+        pool = self._workers()
+        with _spawning_without_sigint():
+            return pool.submit(_job, fn, *args)
 
     def map(self, fn, calls, progress=False, desc="jobs"):
         pool = self._workers()

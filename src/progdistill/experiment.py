@@ -6,8 +6,11 @@ run resumes where it stopped (a half-trained model resumes from its last saved s
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,7 +36,7 @@ from .executors import Executor, InProcess, make_executor, threads_per_job
 from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
-from .trainer import KDConfig, OptimConfig, TrainConfig, train
+from .trainer import KDConfig, OptimConfig, TrainConfig, checkpoint_steps, train
 from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
 
 
@@ -284,14 +287,20 @@ def train_teacher(recipe: Recipe, out: Path, progress: bool = True, log: Sequenc
         distributed.barrier()  # rank 0 has prepared the run folder
     task = build_task(recipe.task, data_seed=t.seed, device=device, folder=out)
     model, arch = make_model(t.model, task, t.seed, device)
-    cfg = TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
-                      eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
-                      log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
+    cfg = teacher_train_config(recipe)
     meta = {"model": arch, "role": "teacher", "parameters": count_parameters(model),
             "config_hash": config_hash(recipe.model_dump(mode="json")["teacher"])}
     train(model, task, cfg, folder, meta, progress=progress, desc="teacher", log=log)
     distributed.barrier()  # under torchrun: rank 0 has written the trajectory
     return Trajectory(folder)
+
+
+def teacher_train_config(recipe: Recipe) -> TrainConfig:
+    """The training loop's settings for the recipe's own teacher."""
+    t: TeacherSection = recipe.teacher
+    return TrainConfig(steps=t.steps, batch_size=t.batch_size, optim=optim_config(t.optim), precision=recipe.precision,
+                       eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
+                       log_checkpoints=t.log_checkpoints, batch1=recipe.batch1)
 
 
 def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases | None:
@@ -307,21 +316,88 @@ def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases 
     return phases
 
 
-def probe_steps(recipe: Recipe, trajectory: Trajectory, phases: Phases | None) -> list[int]:
-    """Every `every`-th checkpoint and the last; with dense_near_drop, all those near the transition."""
-    steps = set(trajectory.steps[::recipe.probe.every]) | {trajectory.final_step}
+def probe_steps(recipe: Recipe, trajectory: Trajectory | Sequence[int], phases: Phases | None) -> list[int]:
+    """Every `every`-th checkpoint and the last; with dense_near_drop, all those near the transition
+    (`trajectory`: the teacher's trajectory, or the sorted steps of its checkpoints)."""
+    saved = list(trajectory.steps if isinstance(trajectory, Trajectory) else trajectory)
+    steps = set(saved[::recipe.probe.every]) | {saved[-1]}
     if recipe.probe.dense_near_drop and phases is not None:
         width = phases.drop_end - phases.drop_start
-        steps |= {s for s in trajectory.steps if phases.drop_start - width <= s <= phases.drop_end + width}
+        steps |= {s for s in saved if phases.drop_start - width <= s <= phases.drop_end + width}
     return sorted(steps)
 
 
+class EarlyProbes:
+    """The teacher's probes run on checkpoints as its training writes them, in a worker beside it
+    (`start`), where the executor has workers (`Executor.submit`), no probe file exists yet, and a core is
+    free: the teacher's torch threads plus a probe job's leave one (parity-mlp-small: the teacher on one
+    core, its probes on the other, instead of after it). Only the checkpoints every run probes are done
+    early (`probe_steps` without the phases); their rows are those `probe_rows` gives anywhere else.
+    `finish` tells the job to stop after its current checkpoint and returns its rows, which
+    `probe_trajectory` takes as done."""
+
+    def __init__(self, future: Any = None, stop: Path | None = None) -> None:
+        self.future, self.stop = future, stop
+
+    @classmethod
+    def start(cls, recipe: Recipe, out: Path, executor: Executor) -> "EarlyProbes":
+        enabled = recipe.probe.enabled()
+        threads = executor.threads(recipe.threads)
+        if (not enabled or recipe.teacher.path or distributed.is_distributed() or recipe.device != "cpu"
+                or torch.get_num_threads() + threads > (os.cpu_count() or 1)
+                or any((out / "probes" / f"teacher_{name}.json").is_file() for name in enabled)):
+            return cls()
+        steps = probe_steps(recipe, sorted(checkpoint_steps(teacher_train_config(recipe))), None)
+        stop = Path(tempfile.mkdtemp(prefix="progdistill-")) / "stop"  # outside the run folder
+        future = executor.submit(_probe_follow_job, recipe.model_dump(mode="json"), str(out), steps, str(stop),
+                                 threads)
+        return cls(future, stop if future is not None else None)
+
+    def finish(self, wanted: bool = True) -> dict[str, list[dict[str, Any]]]:
+        """Stop the job (after the checkpoint it is probing) and return its rows by probe name; {} if none
+        ran, if it failed, or if not `wanted` (the teacher's training failed: just stop it)."""
+        if self.stop is None:
+            return {}
+        self.stop.touch()
+        try:
+            return self.future.result() if wanted else {}
+        except Exception:  # computed again by probe_trajectory, which reports a real problem itself
+            return {}
+        finally:
+            shutil.rmtree(self.stop.parent, ignore_errors=True)
+
+
+def _probe_follow_job(recipe_json: dict[str, Any], out: str, steps: list[int], stop: str,
+                      threads: int) -> dict[str, list[dict[str, Any]]]:
+    """EarlyProbes' job: every enabled probe on the teacher checkpoints `steps` (of out/teacher) in order,
+    each once its meta.json (written last) exists, until the file `stop` appears."""
+    recipe = validate(recipe_json)
+    torch.set_num_threads(threads)
+    task = build_task(recipe.task, device=recipe.device, folder=Path(out))
+    probes, enabled = task.probes(), recipe.probe.enabled()
+    root, stopped = Path(out) / "teacher", Path(stop)
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in enabled}
+    for step in steps:
+        while not (root / f"checkpoint-{step}" / "meta.json").is_file():
+            if stopped.exists():
+                return rows
+            time.sleep(0.02)
+        if stopped.exists():
+            return rows
+        trajectory = Trajectory(root)
+        for name, options in enabled.items():
+            rows[name] += probe_rows(probes[name], options, trajectory, [step], recipe.device)
+    return rows
+
+
 def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: Phases | None = None,
-                     progress: bool = True, executor: Executor | None = None) -> dict[str, Any]:
+                     progress: bool = True, executor: Executor | None = None,
+                     ready: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Run the task's configured probes on the teacher's checkpoints (results in out/probes/). The
     checkpoints of a probe are split between the jobs of `executor` (default: the recipe's `workers`
     local processes, or this process when 1; see executors.py); each job probes its checkpoints and
-    returns their rows, and this process writes the probe's file once every checkpoint is done."""
+    returns their rows, and this process writes the probe's file once every checkpoint is done. `ready`:
+    rows already computed, by probe name (`EarlyProbes`); those of checkpoints this probe needs are used."""
     task = build_task(recipe.task, device=recipe.device, folder=out)
     available = task.probes()
     steps = probe_steps(recipe, trajectory, phases)
@@ -333,16 +409,20 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
         if done is not None:
             results[name] = done
             continue
+        by_step = {row["step"]: row for row in (ready or {}).get(name, []) if row["step"] in steps}
+        todo = [step for step in steps if step not in by_step]
         executor = executor or make_executor("local", recipe.workers)
-        if isinstance(executor, InProcess) or len(steps) < 2:
-            rows = probe_rows(available[name], options, trajectory, steps, recipe.device, progress, f"probe {name}")
+        if not todo:
+            pass
+        elif isinstance(executor, InProcess) or len(todo) < 2:
+            found = [probe_rows(available[name], options, trajectory, todo, recipe.device, progress, f"probe {name}")]
         else:
-            parts = [steps[i::executor.jobs] for i in range(min(executor.jobs, len(steps)))]
+            parts = [todo[i::executor.jobs] for i in range(min(executor.jobs, len(todo)))]
             threads = executor.threads(recipe.threads)
             args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), name)
             found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}")
-            by_step = {row["step"]: row for part in found for row in part}
-            rows = [by_step[step] for step in steps]
+        by_step.update({row["step"]: row for part in (found if todo else []) for row in part})
+        rows = [by_step[step] for step in steps]
         write_json(file, rows)
         results[name] = rows
     if recipe.probe.oracle:
@@ -763,11 +843,18 @@ def run_stages(recipe: Recipe, out: str | Path, progress: bool = True, log: Sequ
     own = executor is None
     executor = executor or make_executor("local", recipe.workers)
     try:
+        early = EarlyProbes()
         if not recipe.teacher.path and not (out / "teacher" / "curve.json").is_file():
             executor.start()  # worker processes start (imports) while the teacher trains
-        trajectory = train_teacher(recipe, out, progress, log)
+            early = EarlyProbes.start(recipe, out, executor)
+        try:
+            trajectory = train_teacher(recipe, out, progress, log)
+        except BaseException:
+            early.finish(wanted=False)
+            raise
+        ready = early.finish()
         phases = teacher_phases(recipe, trajectory, out)
-        probe_trajectory(recipe, trajectory, out, phases, progress, executor)
+        probe_trajectory(recipe, trajectory, out, phases, progress, executor, ready)
         run_students(recipe, out, trajectory, phases, progress, log, executor)
         summary = summarize(recipe, out, trajectory, phases)
         if then is not None:

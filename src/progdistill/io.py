@@ -61,10 +61,11 @@ def make_dirs(path: str | Path) -> Path:
     return path
 
 
-def _atomic(path: Path, write) -> None:
-    """Write `path` through a temporary file in the same folder, fsync it, then rename it into place, so
-    readers never see half a file. The file gets the mode of an ordinary new file (the user's umask).
-    Filesystem errors (read-only, full disk, ...) raise OutputError; no temporary file is left behind."""
+def _atomic(path: Path, write, durable: bool = True) -> None:
+    """Write `path` through a temporary file in the same folder, fsync it (unless not `durable`: a cache
+    that is recomputed when unreadable), then rename it into place, so readers never see half a file. The
+    file gets the mode of an ordinary new file (the user's umask). Filesystem errors (read-only, full
+    disk, ...) raise OutputError; no temporary file is left behind."""
     make_dirs(path.parent)
     tmp = None
     try:
@@ -72,8 +73,9 @@ def _atomic(path: Path, write) -> None:
         os.close(fd)
         os.chmod(tmp, _MODE)
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:
         raise output_error(path, e) from None
@@ -156,16 +158,18 @@ def _plain(obj: Any) -> Any:
     return _plain(_json_default(obj))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 durable: bool = True) -> None:
     """Save tensors as safetensors, atomically; a tensor that shares memory with an earlier one (tied
-    weights) is saved as a copy."""
+    weights) is saved as a copy. `durable=False` skips the fsync (for a cache whose reader recomputes an
+    unreadable file: a power cut may leave it empty, never half-written under its name)."""
     flat, seen = {}, set()
     for k, v in tensors.items():
         v = v.detach().contiguous().cpu()
         storage = v.untyped_storage().data_ptr() if v.numel() else None
         flat[k] = v.clone() if storage in seen else v
         seen.add(storage)
-    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata))
+    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata), durable)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

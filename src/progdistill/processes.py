@@ -1,4 +1,5 @@
-"""Helpers for worker processes: they must not outlive the process that started them."""
+"""Helpers for the processes progdistill runs in: workers must not outlive the process that started
+them, and the C allocator should not hand every freed activation back to the kernel."""
 
 from __future__ import annotations
 
@@ -28,3 +29,28 @@ def die_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 64 << 20  # bytes: blocks at least this large still get their own mapping
+TRIM_THRESHOLD = 256 << 20  # bytes of free memory at the heap's top kept for reuse
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's allocator for training loops (Linux with glibc only; a no-op elsewhere, or where the
+    user set MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_): blocks under 64 MiB come from the heap
+    and up to 256 MiB of freed memory stays there for reuse. By default glibc maps a block of a few
+    hundred KiB (a batch's activations) afresh on each allocation and unmaps it when freed, so every
+    training step pays page faults for the pages it touches (a parity run: 3.3 million faults, 8 s of
+    system time). Changes no number (torch aligns its tensors itself). Returns whether it was applied."""
+    if not sys.platform.startswith("linux") or any(
+            os.environ.get(name) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

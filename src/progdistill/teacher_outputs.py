@@ -5,13 +5,17 @@ teacher checkpoint c on it are too. Students that share a data stream (the metho
 seed, the (2, T) sweep) therefore need each (c, t) once: with a cache folder, outputs are computed in
 blocks of `block` steps, written atomically as `checkpoint-{c}/block-{k}.safetensors`, and read back by
 any later student. Each step is computed exactly as without the cache (one forward per batch), so a
-cached run gives bit-identical numbers. With tau == 0 only the teacher's argmax is stored. One object
+cached run gives bit-identical numbers (for a task with `eval_rows`, whose rows are computed
+independently, the batches of a block go through the teacher in forwards of up to `eval_rows` rows: the
+same numbers on a machine whose matrix products do not round by the row count, as `Task.evaluate`
+assumes). With tau == 0 only the teacher's argmax is stored. One object
 serves any number of checkpoints at a time (the students of one data stream trained together as a group
 may need several at the same step): it holds the current block of each.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -22,6 +26,12 @@ from .models.outputs import logits_of
 from .precision import autocast
 from .tasks.base import Batch, Task, selected
 from .trajectory import Trajectory
+
+KEEP_MODELS_BYTES = 256 << 20  # parameters of the teacher checkpoints one TeacherOutputs keeps loaded
+
+
+def _parameter_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 class TeacherOutputs:
@@ -35,25 +45,62 @@ class TeacherOutputs:
         self.trajectory, self.task, self.batch_size, self.device = trajectory, task, batch_size, device
         self.labels_only, self.block, self.precision = labels_only, block, precision
         self.cache = Path(cache) if cache is not None else None
-        self._model_step: int | None = None
-        self._model: nn.Module | None = None
+        self._models: OrderedDict[int, nn.Module] = OrderedDict()  # loaded checkpoints, least recently used first
         self._blocks: dict[int, tuple[int, list[torch.Tensor]]] = {}  # checkpoint -> (block index, outputs)
+        self._batches: tuple[int, list[Batch]] | None = None  # (block index, its batches): one draw for all checkpoints
 
     def model(self, checkpoint: int) -> nn.Module:
-        """The teacher checkpoint, loaded only when it changes."""
-        if checkpoint != self._model_step:
+        """The teacher checkpoint, loaded once while it stays among the most recently used ones that fit
+        in `KEEP_MODELS_BYTES` of parameters (at least one): students trained together, or a block of
+        cached outputs, ask for several checkpoints in turn."""
+        model = self._models.get(checkpoint)
+        if model is None:
             assert self.trajectory is not None, "a teacher schedule needs a trajectory"
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # loading draws no numbers from the student's stream
-                self._model = self.trajectory.load(checkpoint, self.device)
-            self._model_step = checkpoint
-        assert self._model is not None
-        return self._model
+                model = self.trajectory.load(checkpoint, self.device)
+            size = _parameter_bytes(model)
+            while self._models and size * (len(self._models) + 1) > KEEP_MODELS_BYTES:
+                self._models.popitem(last=False)
+            self._models[checkpoint] = model
+        self._models.move_to_end(checkpoint)
+        return model
 
     def _compute(self, checkpoint: int, batch: Batch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
             logits, _ = selected(logits_of(self.model(checkpoint)(batch.inputs)).float(), batch.targets)
         return logits.argmax(-1) if self.labels_only else logits
+
+    def _block_batches(self, index: int) -> list[Batch]:
+        """The student's batches of block `index`, drawn once for every checkpoint asked for there."""
+        if self._batches is None or self._batches[0] != index:
+            start = index * self.block
+            self._batches = (index, [self.task.train_batch(step, self.batch_size)
+                                     for step in range(start, start + self.block)])
+        return self._batches[1]
+
+    def _compute_many(self, checkpoint: int, batches: list[Batch]) -> list[torch.Tensor]:
+        """`_compute` of each batch; where the task computes rows independently (`Task.eval_rows`), batches
+        of one shape are stacked into forwards of up to eval_rows rows (a few dozen rows per forward
+        spend more time on per-call overhead than on the products)."""
+        rows = self.task.eval_rows
+        per = max(1, rows // self.batch_size) if rows else 1
+        outputs: list[torch.Tensor] = []
+        i = 0
+        while i < len(batches):
+            j = i + 1
+            while j < len(batches) and j - i < per and batches[j].inputs.shape == batches[i].inputs.shape:
+                j += 1
+            if j == i + 1:
+                outputs.append(self._compute(checkpoint, batches[i]))
+            else:
+                with torch.no_grad(), autocast(self.device, self.precision):
+                    stacked = logits_of(self.model(checkpoint)(torch.cat([b.inputs for b in batches[i:j]]))).float()
+                for b, logits in zip(batches[i:j], stacked.split([b.inputs.shape[0] for b in batches[i:j]])):
+                    kept, _ = selected(logits, b.targets)
+                    outputs.append(kept.argmax(-1) if self.labels_only else kept)
+            i = j
+        return outputs
 
     def get(self, checkpoint: int | None, step: int, batch: Batch) -> torch.Tensor | None:
         """Outputs of `checkpoint` on `batch` (the student's batch of `step`); None without a teacher."""
@@ -109,8 +156,7 @@ class TeacherOutputs:
             rows = self._forward(checkpoint, self.task.train_examples(start, start + self.block).inputs)
             outputs = list(rows.split(1))
         else:
-            outputs = [self._compute(checkpoint, self.task.train_batch(step, self.batch_size))
-                       for step in range(start, start + self.block)]
+            outputs = self._compute_many(checkpoint, self._block_batches(index))
         offsets = torch.tensor([0] + [len(o) for o in outputs]).cumsum(0)
-        save_tensors(path, {"outputs": torch.cat(outputs), "offsets": offsets})
+        save_tensors(path, {"outputs": torch.cat(outputs), "offsets": offsets}, durable=False)  # a cache
         return outputs

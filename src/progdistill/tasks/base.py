@@ -36,8 +36,11 @@ def seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
 
 
 def selected(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [N, C] and targets [N] of the positions that carry a loss."""
+    """Logits [N, C] and targets [N] of the positions that carry a loss (`logits` [..., C], `targets` [...]
+    of the same leading shape). Where every position carries one, the inputs themselves, flattened."""
     keep = targets != IGNORE
+    if bool(keep.all()):  # (boolean indexing would copy them)
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
     return logits[keep], targets[keep]
 
 
