@@ -24,7 +24,7 @@ from torch import nn
 from .io import CheckpointError, load_tensors, save_tensors
 from .models.outputs import logits_of
 from .precision import autocast
-from .tasks.base import Batch, Task, selected
+from .tasks.base import IGNORE, Batch, Task, selected
 from .trajectory import Trajectory
 
 KEEP_MODELS_BYTES = 256 << 20  # parameters of the teacher checkpoints one TeacherOutputs keeps loaded
@@ -96,9 +96,13 @@ class TeacherOutputs:
             else:
                 with torch.no_grad(), autocast(self.device, self.precision):
                     stacked = logits_of(self.model(checkpoint)(torch.cat([b.inputs for b in batches[i:j]]))).float()
-                for b, logits in zip(batches[i:j], stacked.split([b.inputs.shape[0] for b in batches[i:j]])):
-                    kept, _ = selected(logits, b.targets)
-                    outputs.append(kept.argmax(-1) if self.labels_only else kept)
+                sizes = [b.inputs.shape[0] for b in batches[i:j]]
+                if stacked.dim() == 2 and all(bool((b.targets != IGNORE).all()) for b in batches[i:j]):
+                    outputs += (stacked.argmax(-1) if self.labels_only else stacked).split(sizes)  # one row each
+                else:
+                    for b, logits in zip(batches[i:j], stacked.split(sizes)):
+                        kept, _ = selected(logits, b.targets)
+                        outputs.append(kept.argmax(-1) if self.labels_only else kept)
             i = j
         return outputs
 
