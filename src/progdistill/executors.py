@@ -51,6 +51,7 @@ class Executor:
 
     name = "local"
     jobs = 1
+    runs_beside = False  # whether `submit` can run a job beside this process's own work
 
     def threads(self, threads: int | None) -> int:
         """Torch threads for each job, given the recipe's `threads` (total; None: all cores)."""
@@ -122,6 +123,8 @@ class LocalProcesses(Executor):
     """`jobs` spawned worker processes on this machine (`--jobs N`); they die with this process. One pool
     serves every `map` until `close`: the probe and student stages of a run share its workers, and
     `start` spawns them while the teacher trains."""
+
+    runs_beside = True
 
     def __init__(self, jobs: int) -> None:
         threads_per_job(jobs)  # validates jobs

@@ -342,8 +342,10 @@ class EarlyProbes:
     @classmethod
     def start(cls, recipe: Recipe, out: Path, executor: Executor) -> "EarlyProbes":
         enabled = recipe.probe.enabled()
+        if not executor.runs_beside or not enabled:
+            return cls()
         threads = executor.threads(recipe.threads)
-        if (not enabled or recipe.teacher.path or distributed.is_distributed() or recipe.device != "cpu"
+        if (recipe.teacher.path or distributed.is_distributed() or recipe.device != "cpu"
                 or torch.get_num_threads() + threads > (os.cpu_count() or 1)
                 or any((out / "probes" / f"teacher_{name}.json").is_file() for name in enabled)):
             return cls()
@@ -351,7 +353,10 @@ class EarlyProbes:
         stop = Path(tempfile.mkdtemp(prefix="progdistill-")) / "stop"  # outside the run folder
         future = executor.submit(_probe_follow_job, recipe.model_dump(mode="json"), str(out), steps, str(stop),
                                  threads)
-        return cls(future, stop if future is not None else None)
+        if future is None:
+            shutil.rmtree(stop.parent, ignore_errors=True)
+            return cls()
+        return cls(future, stop)
 
     def finish(self, wanted: bool = True) -> dict[str, list[dict[str, Any]]]:
         """Stop the job (after the checkpoint it is probing) and return its rows by probe name; {} if none
