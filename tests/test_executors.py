@@ -182,7 +182,7 @@ def test_ctrl_c_interrupts_a_job_and_an_idle_worker_ignores_it(capfd):
 def test_probes_run_beside_the_teacher_and_give_the_same_file(tmp_path, monkeypatch):
     """With local workers and a core free beside the teacher's, `run` probes the teacher's checkpoints
     while it trains (EarlyProbes); the probe file is the one probing after the teacher gives."""
-    from progdistill import experiment
+    from progdistill import probing
 
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(SMALL)
@@ -192,8 +192,8 @@ def test_probes_run_beside_the_teacher_and_give_the_same_file(tmp_path, monkeypa
     expected = (after / "probes" / "teacher_monomials.json").read_bytes()
 
     started = []
-    original = experiment.EarlyProbes.start.__func__
-    monkeypatch.setattr(experiment.EarlyProbes, "start",
+    original = probing.EarlyProbes.start.__func__
+    monkeypatch.setattr(probing.EarlyProbes, "start",
                         classmethod(lambda cls, *a: started.append(original(cls, *a)) or started[-1]))
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     beside = tmp_path / "beside"
@@ -210,7 +210,7 @@ def test_early_probe_job_probes_what_exists_until_told_to_stop(tmp_path):
     import time
 
     from progdistill.config import load_recipe
-    from progdistill.experiment import _probe_follow_job, probe_rows
+    from progdistill.probing import _probe_follow_job, probe_rows
     from progdistill.tasks import build_task
     from progdistill.trajectory import Trajectory
 
@@ -235,18 +235,18 @@ def test_no_early_probes_without_a_free_core_or_workers(tmp_path, monkeypatch):
     import torch
 
     from progdistill.config import load_recipe
-    from progdistill.experiment import EarlyProbes
+    from progdistill.probing import EarlyProbes
 
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(SMALL)
     recipe = load_recipe(str(recipe_file))
     assert InProcess().submit(print, "never") is None
-    assert EarlyProbes.start(recipe, tmp_path, InProcess()).finish() == {}  # nothing ran
+    assert EarlyProbes.start(recipe, tmp_path, InProcess(), [0, 300, 600]).finish() == {}  # nothing ran
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the teacher takes both cores
     executor = LocalProcesses(2)
     try:
-        assert EarlyProbes.start(recipe, tmp_path, executor).future is None
+        assert EarlyProbes.start(recipe, tmp_path, executor, [0, 300, 600]).future is None
         assert executor._pool is None  # no worker was started for it
     finally:
         executor.close()
