@@ -250,3 +250,33 @@ def test_no_early_probes_without_a_free_core_or_workers(tmp_path, monkeypatch):
         assert executor._pool is None  # no worker was started for it
     finally:
         executor.close()
+
+
+def test_a_teacher_that_fails_with_probes_beside_it_ends_the_run_at_once(tmp_path):
+    """A teacher that fails (here: diverges) while the early probe job waits for its checkpoints, or has
+    not started yet, must not leave `run` waiting for that job: the job ends when the main process
+    removes its stop file's folder, and the run stops with its one-line error."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "progdistill", "run", str(recipe), "--out", str(out), "--jobs", "2",
+                           "--quiet", "teacher.optim.lr=1e8"], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 2, done.stderr
+    assert "training diverged" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_early_probe_job_ends_when_its_stop_folder_is_removed(tmp_path):
+    from progdistill.config import load_recipe
+    from progdistill.probing import _probe_follow_job
+
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(SMALL)
+    recipe = load_recipe(str(recipe_file))
+    gone = tmp_path / "removed" / "stop"  # its folder does not exist: cleaned up before the job started
+    rows = _probe_follow_job(recipe.model_dump(mode="json"), str(tmp_path / "run"), [0, 50], str(gone), 1)
+    assert rows == {"monomials": []}

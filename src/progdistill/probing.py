@@ -82,19 +82,23 @@ class EarlyProbes:
 def _probe_follow_job(recipe_json: dict[str, Any], out: str, steps: list[int], stop: str,
                       threads: int) -> dict[str, list[dict[str, Any]]]:
     """EarlyProbes' job: every enabled probe on the teacher checkpoints `steps` (of out/teacher) in order,
-    each once its meta.json (written last) exists, until the file `stop` appears."""
+    each once its meta.json (written last) exists, until the file `stop` appears or its folder is removed."""
     recipe = validate(recipe_json)
     torch.set_num_threads(threads)
     task = build_task(recipe.task, device=recipe.device, folder=Path(out))
     probes, enabled = task.probes(), recipe.probe.enabled()
     root, stopped = Path(out) / "teacher", Path(stop)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in enabled}
+
+    def told_to_stop() -> bool:  # the stop file, or its folder gone (the main process cleans up at once)
+        return stopped.exists() or not stopped.parent.is_dir()
+
     for step in steps:
         while not (root / f"checkpoint-{step}" / "meta.json").is_file():
-            if stopped.exists():
+            if told_to_stop():
                 return rows
             time.sleep(0.02)
-        if stopped.exists():
+        if told_to_stop():
             return rows
         trajectory = Trajectory(root)
         for name, options in enabled.items():
