@@ -335,16 +335,14 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
         by_step = {row["step"]: row for row in (ready or {}).get(name, []) if row["step"] in steps}
         todo = [step for step in steps if step not in by_step]
         executor = executor or make_executor("local", recipe.workers)
-        if not todo:
-            pass
-        elif isinstance(executor, InProcess) or len(todo) < 2:
+        if isinstance(executor, InProcess) or len(todo) < 2:
             found = [probe_rows(available[name], options, trajectory, todo, recipe.device, progress, f"probe {name}")]
         else:
             parts = [todo[i::executor.jobs] for i in range(min(executor.jobs, len(todo)))]
             threads = executor.threads(recipe.threads)
             args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), name)
             found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}")
-        by_step.update({row["step"]: row for part in (found if todo else []) for row in part})
+        by_step.update({row["step"]: row for part in found for row in part})
         rows = [by_step[step] for step in steps]
         write_json(file, rows)
         results[name] = rows
