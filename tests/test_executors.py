@@ -280,3 +280,15 @@ def test_early_probe_job_ends_when_its_stop_folder_is_removed(tmp_path):
     gone = tmp_path / "removed" / "stop"  # its folder does not exist: cleaned up before the job started
     rows = _probe_follow_job(recipe.model_dump(mode="json"), str(tmp_path / "run"), [0, 50], str(gone), 1)
     assert rows == {"monomials": []}
+
+
+def test_keep_freed_memory_applies_on_glibc_unless_the_user_tuned_malloc(monkeypatch):
+    import platform
+    import sys
+
+    from progdistill.processes import keep_freed_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False  # the user's own setting stands
