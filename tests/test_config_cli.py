@@ -410,3 +410,14 @@ def test_an_error_names_the_override_at_fault_or_else_the_file(tmp_path):
     broken.write_text(load_recipe("parity-mlp-small").model_dump_json().replace('"steps":10000', '"steps":-5', 1))
     with pytest.raises(RecipeError, match=r"broken\.yaml: invalid recipe: teacher\.steps: Input should be"):
         load_recipe(str(broken), ["students.seeds=[0]"])  # the file is at fault, not the override
+
+
+@pytest.mark.parametrize("override, message", [
+    ("students.seeds=[0,1", "not valid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("teacher.steps=!!python/name:os.system", "YAML tag !!python/name:os.system is not allowed (recipes are plain data)"),
+])
+def test_an_override_that_is_not_yaml_names_the_recipe_and_the_value_typed(override, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", "--out", str(out), override]) == 2
+    assert capsys.readouterr().err == f"error: parity-mlp-small: override {override}: {message}\n"
+    assert not out.exists()

@@ -13,7 +13,7 @@ from progdistill.io import OutputError, remove_stale_temporaries, write_json, wr
 
 
 @pytest.mark.parametrize("override, match", [
-    ("teacher.steps=[1,", r"override teacher\.steps: expected"),
+    ("teacher.steps=[1,", r"^parity-mlp-small: override teacher\.steps=\[1,: not valid YAML: expected"),
     ("teacher.steps=!!python/object/apply:os.system ['touch MARKER']", r"YAML tag !!python/object/apply:os\.system"),
     ("teacher.steps=true", r"teacher\.steps: expected a number, got a boolean"),
     ("students.kd.alpha=true", r"students\.kd\.alpha: expected a number, got a boolean"),

@@ -749,7 +749,7 @@ def _clip(text: str, limit: int = 200) -> str:
 
 def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
     """Parse YAML data safely (no Python tags, no duplicate keys); RecipeError `source:line: problem`
-    (`source: problem` without `lines`)."""
+    (`source: not valid YAML: problem` without `lines`, for a value given on the command line)."""
     try:
         return yaml.load(text, Loader=_RecipeLoader)
     except yaml.MarkedYAMLError as e:
@@ -759,6 +759,8 @@ def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
         if "could not determine a constructor for the tag" in problem:
             tag = problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
             problem = f"YAML tag {tag} is not allowed (recipes are plain data)"
+        elif not lines:
+            problem = f"not valid YAML: {problem}"
         raise RecipeError(f"{where}: {_clip(problem)}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{source}: not valid YAML: {_clip(e)}") from None
@@ -766,15 +768,17 @@ def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
         raise RecipeError(f"{source}: nested too deeply") from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw recipe dict."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "") -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw recipe dict; a value that is not
+    YAML is refused as `source: override key=value: not valid YAML: problem`."""
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"override {_clip(item)!r} is not of the form key=value")
         key, text = item.split("=", 1)
         if not key or any(not part for part in key.split(".")):
             raise RecipeError(f"override {_clip(item)!r}: {key!r} is not a dotted key")
-        value = parse_yaml(text, f"override {_clip(key, 80)}", lines=False) if text else None
+        where = f"{source}: override {_clip(item, 120)}" if source else f"override {_clip(item, 120)}"
+        value = parse_yaml(text, where, lines=False) if text else None
         node: Any = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -928,7 +932,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raw["name"] = Path(source).stem  # a recipe file without a name runs in runs/<file name>
     if not overrides:
         return validate(raw or {}, source)
-    changed = apply_overrides(copy.deepcopy(raw or {}), overrides)
+    changed = apply_overrides(copy.deepcopy(raw or {}), overrides, source)
     try:
         return validate(changed, source)
     except RecipeError:
