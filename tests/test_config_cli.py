@@ -120,9 +120,18 @@ def test_cli_reports_errors_without_traceback(tiny, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has the device")
 def test_an_unavailable_device_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    """The error names the recipe, the override that set the device (not the others) and the key, as a
+    validation error does; without an override, the recipe file."""
     out = tmp_path / "x"
-    assert main(["run", str(tiny), "--out", str(out), "device=cuda:7"]) == 2
-    assert "device 'cuda:7' is not available" in capsys.readouterr().err
+    assert main(["run", str(tiny), "--out", str(out), "teacher.steps=700", "device=cuda:7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tiny}: override device=cuda:7: device: 'cuda:7' is not available: ") and \
+        err.count("\n") == 1, err
+    assert not out.exists()
+    tiny.write_text(TINY + "device: cuda:7\n")
+    assert main(["run", str(tiny), "--out", str(out), "teacher.steps=700"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tiny}: device: 'cuda:7' is not available: ") and err.count("\n") == 1, err
     assert not out.exists()
 
 

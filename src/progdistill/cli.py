@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .config import RecipeError, load_recipe, recipe_names, recipe_text
+from .config import RecipeError, in_recipe, load_recipe, recipe_names, recipe_text
 from .io import CheckpointError
 from .processes import keep_freed_memory
 
@@ -369,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                               "(run the other stages in one process; --jobs / --executor ray spread students)")
         args.fn(args)
     except (RecipeError, CheckpointError, ValueError) as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        message = str(e)
+        if isinstance(e, RecipeError) and e.keys and isinstance(getattr(args, "recipe", None), str):
+            message = in_recipe(e, args.recipe, args.overrides)  # a key of a valid recipe: say which recipe
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the system refuses before anything is written (a name too long, ...)
         where = f"{e.filename}: " if e.filename is not None else ""

@@ -26,7 +26,13 @@ STUDENT_SEED_OFFSET = 1000  # a student of seed s draws its data and its init wi
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot be read or does not validate; the message lists every problem."""
+    """A recipe that cannot be read or does not validate; the message lists every problem. `keys`: the
+    recipe keys at fault of a recipe that validated but cannot run (a device, sizes that do not fit), for
+    the command line to name the recipe and the overrides that set them (`in_recipe`)."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 def _admits_bool(annotation: Any) -> bool:
@@ -888,14 +894,29 @@ def validate(raw: Any, source: str = "<recipe>", overrides: list[str] | None = N
         problems = _problems(e)
         where = "invalid recipe"
         if overrides:
-            at_fault = [item for item in overrides if any(
-                loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")
-                for key in [item.split("=", 1)[0]] for loc, _ in problems)]
+            at_fault = _at_fault(overrides, [loc for loc, _ in problems])
             where = "override " + " ".join(_clip(item, 120) for item in at_fault or overrides)
         raise RecipeError(f"{source}: {where}: " + "; ".join(f"{loc}: {msg}" if loc else msg
                                                             for loc, msg in problems)) from None
     except RecursionError:
         raise RecipeError(f"{source}: the recipe is nested too deeply") from None
+
+
+def _at_fault(overrides: list[str], keys: list[str]) -> list[str]:
+    """The `key=value` overrides whose key is, holds or is held by one of the dotted `keys`."""
+    return [item for item in overrides if any(
+        loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")
+        for key in [item.split("=", 1)[0]] for loc in keys)]
+
+
+def in_recipe(error: RecipeError, name_or_path: str, overrides: list[str] | None = None) -> str:
+    """The message of an `error` with `keys` (found after the recipe validated) as a validation error says
+    it: `RECIPE: override key=value: message`, naming the overrides that set a key at fault, or
+    `RECIPE: message` when the recipe itself is (no override touches those keys)."""
+    source = name_or_path if name_or_path in recipe_names() else str(Path(name_or_path))
+    at_fault = _at_fault(overrides or [], list(error.keys))
+    where = f" override {' '.join(_clip(item, 120) for item in at_fault)}:" if at_fault else ""
+    return f"{source}:{where} {error}"
 
 
 TASK: TypeAdapter = TypeAdapter(TaskConfig)
