@@ -430,3 +430,15 @@ def test_an_override_that_is_not_yaml_names_the_recipe_and_the_value_typed(overr
     assert main(["run", "parity-mlp-small", "--out", str(out), override]) == 2
     assert capsys.readouterr().err == f"error: parity-mlp-small: override {override}: {message}\n"
     assert not out.exists()
+
+
+def test_probe_inputs_beyond_memory_name_the_override_and_the_sizes_that_multiply(tmp_path, capsys):
+    """100,000 probe inputs x 10^8 signs x 4 bytes = 4e13 bytes = 36.4 TiB: the override that made it so is
+    named (not the other one), and so are the two keys whose sizes multiply."""
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", "--out", str(out), "students.seeds=[3]", "task.d=100000000"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: parity-mlp-small: override task\.d=100000000: probe\.monomials\.samples x task\.d: "
+                        r"100,000 inputs of 100,000,000 signs need about 36\.4 TiB, more than the [\d.,]+ [KMG]iB of "
+                        r"memory available\n", err), err
+    assert not out.exists()

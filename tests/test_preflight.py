@@ -172,7 +172,8 @@ def test_too_few_teacher_evaluations_for_the_phases_are_refused_before_training(
     """Evaluations at 0, 20, 40; the first 5 % skipped leaves 2 (detect_phases needs 4) for a method that
     starts at the drop: refused before the teacher trains, not after."""
     _refused(["teacher.eval_every=20"], tmp_path, capsys,
-             r"^error: teacher\.eval_every: method 'progressive-from-drop' needs the teacher's phases, found from "
+             r"^error: parity-mlp-small: override teacher\.steps=40 teacher\.eval_every=20: teacher\.eval_every: "
+             r"method 'progressive-from-drop' needs the teacher's phases, found from "
              r">= 4 evaluations after the first 5% of the run \(phases\.skip\); teacher\.steps=40 with "
              r"teacher\.eval_every=20 gives 2: lower teacher\.eval_every$")
     from progdistill.preflight import check_phase_evaluations

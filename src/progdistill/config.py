@@ -903,10 +903,12 @@ def validate(raw: Any, source: str = "<recipe>", overrides: list[str] | None = N
 
 
 def _at_fault(overrides: list[str], keys: list[str]) -> list[str]:
-    """The `key=value` overrides whose key is, holds or is held by one of the dotted `keys`."""
-    return [item for item in overrides if any(
+    """The `key=value` overrides whose key is, holds or is held by one of the dotted `keys` (of those
+    setting the same key, the last: it wins)."""
+    last = {item.split("=", 1)[0]: i for i, item in enumerate(overrides)}
+    return [item for i, item in enumerate(overrides) if any(
         loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")
-        for key in [item.split("=", 1)[0]] for loc in keys)]
+        for key in [item.split("=", 1)[0]] for loc in keys) and last[item.split("=", 1)[0]] == i]
 
 
 def in_recipe(error: RecipeError, name_or_path: str, overrides: list[str] | None = None) -> str:

@@ -68,13 +68,14 @@ def model_parameters(key: str, arch: dict[str, Any], io: dict[str, Any]) -> int 
     for name in ("depth", "layers"):
         value = arch.get(name)
         if isinstance(value, int) and value > MAX_LAYERS:
-            raise RecipeError(f"{key}.{name}: {value:,} layers is beyond the limit of {MAX_LAYERS:,}")
+            raise RecipeError(f"{key}.{name}: {value:,} layers is beyond the limit of {MAX_LAYERS:,}",
+                              keys=(f"{key}.{name}",))
     resolved = resolve_architecture(arch, io)
     try:
         with torch.device("meta"):
             model = build_model(resolved)
     except (TypeError, OverflowError, RuntimeError) as e:  # sizes beyond what PyTorch can index
-        raise RecipeError(f"{key}: cannot be built ({str(e).splitlines()[0][:200]})") from None
+        raise RecipeError(f"{key}: cannot be built ({str(e).splitlines()[0][:200]})", keys=(key, "task")) from None
     return sum(p.numel() for p in model.parameters())
 
 
@@ -92,7 +93,8 @@ def check_sizes(recipe: Recipe, io: dict[str, Any], out: Path, memory: int | Non
         n = parameters[key] = model_parameters(key, arch.model_dump(), io)
         if n is not None and n * _BYTES_PER_PARAMETER > memory:
             raise RecipeError(f"{key}: {n:,} parameters need about {_size(n * _BYTES_PER_PARAMETER)} to train "
-                              f"(weights, gradients, optimizer state), more than the {_size(memory)} of memory available")
+                              f"(weights, gradients, optimizer state), more than the {_size(memory)} of memory available",
+                              keys=(key, "task"))
     sizes = [("students", recipe.students)] + ([] if recipe.teacher.path else [("teacher", recipe.teacher)])
     numbers = next((v for k, v in io.items() if k in ("input_dim", "seq_len") and isinstance(v, int)), 1)
     for name, section in sizes:
@@ -100,29 +102,34 @@ def check_sizes(recipe: Recipe, io: dict[str, Any], out: Path, memory: int | Non
         if batch > MAX_BATCH or batch * numbers * 4 > memory:
             raise RecipeError(f"{name}.batch_size: {batch:,} examples of {numbers:,} inputs a batch is about "
                               f"{_size(batch * numbers * 4)} before any activation, beyond the limit of {MAX_BATCH:,} "
-                              f"examples or the {_size(memory)} of memory available")
+                              f"examples or the {_size(memory)} of memory available",
+                              keys=(f"{name}.batch_size", "task"))
     t = recipe.teacher
     if not t.path:
         evaluations = t.steps // t.eval_every
         if evaluations > MAX_EVALUATIONS:
             raise RecipeError(f"teacher.steps: {t.steps:,} steps evaluated every {t.eval_every:,} is {evaluations:,} "
-                              f"evaluations, beyond the limit of {MAX_EVALUATIONS:,}")
+                              f"evaluations, beyond the limit of {MAX_EVALUATIONS:,}",
+                              keys=("teacher.steps", "teacher.eval_every"))
         if t.checkpoint_every:
             count = t.steps // t.checkpoint_every + 2 + (t.log_checkpoints or 0)
             if count > MAX_CHECKPOINTS:
                 raise RecipeError(f"teacher.checkpoint_every: {t.steps:,} steps saved every {t.checkpoint_every:,} is "
-                                  f"about {count:,} checkpoints, beyond the limit of {MAX_CHECKPOINTS:,}")
+                                  f"about {count:,} checkpoints, beyond the limit of {MAX_CHECKPOINTS:,}",
+                                  keys=("teacher.checkpoint_every", "teacher.steps"))
             need = count * (parameters["teacher.model"] or 0) * 4
             disk = free_disk(out) if disk is None else disk
             if disk is not None and need > disk:
                 raise RecipeError(f"teacher.checkpoint_every: {t.steps:,} steps saved every {t.checkpoint_every:,} is "
                                   f"about {count:,} checkpoints of {_size((parameters['teacher.model'] or 0) * 4)}, "
-                                  f"{_size(need)} in all, more than the {_size(disk)} free under {out}")
+                                  f"{_size(need)} in all, more than the {_size(disk)} free under {out}",
+                                  keys=("teacher.checkpoint_every", "teacher.steps", "teacher.model"))
     s = recipe.students
     for budget in s.steps:
         if budget // s.eval_every > MAX_EVALUATIONS:
             raise RecipeError(f"students.steps: budget {budget:,} evaluated every {s.eval_every:,} is beyond the "
-                              f"limit of {MAX_EVALUATIONS:,} evaluations")
+                              f"limit of {MAX_EVALUATIONS:,} evaluations",
+                              keys=("students.steps", "students.eval_every"))
 
 
 def check_eval_size(recipe: Recipe, memory: int | None = None) -> None:
@@ -149,7 +156,7 @@ def check_eval_size(recipe: Recipe, memory: int | None = None) -> None:
     per_example = held / max(1, min(_PROBE_EVAL, len(getattr(small, "eval_inputs", [])) or _PROBE_EVAL))
     if per_example * size > memory:
         raise RecipeError(f"task.eval_size: {size:,} held-out examples need about {_size(per_example * size)}, more "
-                          f"than the {_size(memory)} of memory available")
+                          f"than the {_size(memory)} of memory available", keys=("task",))
 
 
 def check_probe_options(recipe: Recipe) -> None:
@@ -159,16 +166,18 @@ def check_probe_options(recipe: Recipe) -> None:
     if monomials is not None and recipe.task.name == "parity":
         if monomials.off_support > MAX_PROBE_SETS:
             raise RecipeError(f"probe.monomials.off_support: {monomials.off_support:,} sets per degree is beyond the "
-                              f"limit of {MAX_PROBE_SETS:,}")
+                              f"limit of {MAX_PROBE_SETS:,}", keys=("probe.monomials.off_support",))
         need = monomials.samples * recipe.task.d * 4
         if need > available_memory():
-            raise RecipeError(f"probe.monomials.samples: {monomials.samples:,} inputs of {recipe.task.d} signs need "
-                              f"about {_size(need)}, more than the {_size(available_memory())} of memory available")
+            raise RecipeError(f"probe.monomials.samples x task.d: {monomials.samples:,} inputs of {recipe.task.d:,} "
+                              f"signs need about {_size(need)}, more than the {_size(available_memory())} of memory "
+                              "available", keys=("probe.monomials.samples", "task.d"))
     if monomials is not None and monomials.degrees is not None and recipe.task.name == "parity":
         k = recipe.task.k
         bad = [j for j in monomials.degrees if not 1 <= j <= k]
         if bad:
-            raise RecipeError(f"probe.monomials.degrees: {bad} outside 1..{k} (the degrees of task.k = {k})")
+            raise RecipeError(f"probe.monomials.degrees: {bad} outside 1..{k} (the degrees of task.k = {k})",
+                              keys=("probe.monomials.degrees", "task.k"))
 
 
 def check_trajectory(trajectory) -> None:
@@ -296,4 +305,5 @@ def check_phase_evaluations(recipe: Recipe) -> None:
                     raise RecipeError(
                         f"teacher.eval_every: method {method.display!r} needs the teacher's phases, found from >= 4 "
                         f"evaluations after the first {recipe.phases.skip:.0%} of the run (phases.skip); teacher.steps={t.steps} with "
-                        f"teacher.eval_every={t.eval_every} gives {count}: lower teacher.eval_every") from None
+                        f"teacher.eval_every={t.eval_every} gives {count}: lower teacher.eval_every",
+                        keys=("teacher.eval_every", "teacher.steps", "phases.skip")) from None
