@@ -378,6 +378,24 @@ def test_a_misspelt_key_names_the_closest_key_of_its_section(override, message):
 
 
 @pytest.mark.parametrize("override, message", [
+    ("task.name=pcfg-mlm", "task.grammar: Field required; task.d: unknown key for name: pcfg-mlm (a key for name: "
+                           "parity); task.k: unknown key for name: pcfg-mlm (a key for name: parity)"),
+    ("teacher.model.type=gpt", "teacher.model.width: unknown key for type: gpt (a key for type: mlp)"),
+    ("task.grammar=3", "task.grammar: unknown key for name: parity (a key for name: pcfg-mlm or pcfg-ar)"),
+    ("students.methods=[{name: ce, speed: 2}]", "students.methods.0.speed: unknown key for name: ce (a key for name: "
+                                                "progressive)"),
+    ("teacher.model.widht=3", "teacher.model.widht: unknown key (did you mean 'width'?)"),
+])
+def test_a_key_of_another_variant_of_its_section_is_said_to_be_one(override, message, tmp_path, capsys):
+    """A section whose `name` / `type` changed keeps the keys of the old one: they are not suggested as
+    their own spelling ("task.d: unknown key (did you mean 'd'?)") but said to belong to the other variant."""
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", "--out", str(out), override]) == 2
+    assert capsys.readouterr().err == f"error: parity-mlp-small: override {override}: {message}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("override, message", [
     ("students.methods.20.speed=2", "override 'students.methods.20.speed': '20' is not an index of a list of 8 (0 to 7)"),
     ("students.seeds.5=3", "override 'students.seeds.5': '5' is not an index of a list of 3 (0 to 2; set the whole "
                            "list to add entries)"),

@@ -840,13 +840,23 @@ def _walk(annotation: Any) -> list[Any]:
     return out
 
 
-def _unknown_key(loc: str) -> str:
+def _unknown_key(loc: str, variant: str | None = None) -> str:
     """'unknown key', with the documented key of the same section closest in spelling when one is close
-    ('teacher.stpes' -> "unknown key (did you mean 'steps'?)")."""
+    ('teacher.stpes' -> "unknown key (did you mean 'steps'?)"). `variant`: the `name` / `type` the section
+    was validated as (its tag in pydantic's location), whose keys alone are suggested; a key of the
+    section's other variants is said to be one ('task.d' of a pcfg-mlm task -> "unknown key for name:
+    pcfg-mlm (a key for name: parity)")."""
     from .recipe_keys import recipe_keys  # only on an error: it walks every section
 
     parent, _, name = re.sub(r"\.\d+(?=\.|$)", "[]", loc).rpartition(".")
-    siblings = {k.path.rpartition(".")[2] for k in recipe_keys() if k.path.rpartition(".")[0] == parent}
+    keys = [k for k in recipe_keys() if k.path.rpartition(".")[0] == parent]
+    mine = [k for k in keys if variant is None or not k.variant or k.variant.split(": ", 1)[1] == variant]
+    siblings = {k.path.rpartition(".")[2] for k in mine} - {name}
+    others = [k.variant for k in keys if k not in mine and k.path.rpartition(".")[2] == name]
+    if others:
+        tag = others[0].split(": ", 1)[0]
+        return (f"unknown key for {tag}: {variant} (a key for {tag}: "
+                f"{' or '.join(dict.fromkeys(v.split(': ', 1)[1] for v in others))})")
     close = difflib.get_close_matches(name, sorted(siblings), n=1, cutoff=0.75)
     return f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key"
 
@@ -859,7 +869,8 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
         parts = [str(x) for x in err["loc"]]
         loc = ".".join(x for x in parts if x not in tags and not x.startswith(
             ("function-", "tagged-", "literal[", "constrained-", "(")))
-        msg = _unknown_key(loc) if err["type"] == "extra_forbidden" else err["msg"]
+        variant = next((x for x in reversed(parts) if x in tags), None)  # the name / type it was checked as
+        msg = _unknown_key(loc, variant) if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         if (key := re.match(r"\[(\w+)\] ", msg)) is not None:  # a section's check that names its key
             loc, msg = f"{loc}.{key.group(1)}" if loc else key.group(1), msg[key.end():]
