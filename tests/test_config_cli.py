@@ -396,6 +396,29 @@ def test_a_key_of_another_variant_of_its_section_is_said_to_be_one(override, mes
 
 
 @pytest.mark.parametrize("override, message", [
+    ("students.methods=[{name: progressive, start: x}]",
+     "students.methods.0.start: Input should be a valid integer, unable to parse string as an integer or Input "
+     "should be 'before', 'drop_start', 'middle', 'drop_end', 'after' or 'final'"),
+    ("students.methods=[{name: two-shot, checkpoint: [1], switch: 3}]",
+     "students.methods.0.checkpoint: Input should be a valid integer or Input should be 'before', 'drop_start', "
+     "'middle', 'drop_end', 'after' or 'final'"),
+    ("teacher.path=3", "teacher.path: Input should be a valid string or Input should be a valid list"),
+    ("teacher.path=[a,[2]]", "teacher.path: Input should be a valid string; teacher.path.1: Input should be a valid "
+                             "string"),
+    ("students.methods=[{name: progressive, speed: x}]", "students.methods.0.speed: Input should be a valid number, "
+                                                         "unable to parse string as a number or Input should be 'fit'"),
+    ("students.steps=[300,x]", "students.steps.1: Input should be a valid integer, unable to parse string as an integer"),
+])
+def test_an_error_names_the_key_without_pydantics_type_labels(override, message, tmp_path, capsys):
+    """A union's members are tried in turn and pydantic labels each location with the member
+    ('start.int', 'path.list[str].0'); the user's key is the one written, each member's message joined by 'or'."""
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", "--out", str(out), override]) == 2
+    assert capsys.readouterr().err == f"error: parity-mlp-small: override {override}: {message}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("override, message", [
     ("students.methods.20.speed=2", "override 'students.methods.20.speed': '20' is not an index of a list of 8 (0 to 7)"),
     ("students.seeds.5=3", "override 'students.seeds.5': '5' is not an index of a list of 3 (0 to 2; set the whole "
                            "list to add entries)"),

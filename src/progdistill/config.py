@@ -861,14 +861,28 @@ def _unknown_key(loc: str, variant: str | None = None) -> str:
     return f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key"
 
 
+_TYPE_NAMES = {"int", "float", "str", "bool", "bytes", "none", "any", "decimal", "date", "datetime", "list", "dict",
+               "set", "tuple", "frozenset", "callable"}
+_LABEL_PREFIXES = ("function-", "tagged-", "constrained-", "json-or-python", "lax-or-strict", "is-instance",
+                   "definition-ref")
+
+
+def _dotted(loc: tuple[int | str, ...], tags: set[str]) -> str:
+    """A pydantic error location as the dotted key the user wrote: list indices and keys kept, the labels
+    pydantic adds for what it tried dropped: a discriminator value (`tags`: 'parity', 'mlp'), a union
+    member's type ('int', 'str', 'list[str]', "literal['fit']"), a validator ('function-after[...]',
+    'tagged-union[...]', 'constrained-float') or a discriminator's '(builtin)'."""
+    return ".".join(str(x) for x in loc if isinstance(x, int) or not (
+        x in tags or x in _TYPE_NAMES or "[" in x or "(" in x or x.startswith(_LABEL_PREFIXES)))
+
+
 def _problems(error: ValidationError) -> list[tuple[str, str]]:
     """(dotted key, message) of every problem pydantic found, in the recipe's words: one entry per key,
     the alternatives of a union merged with 'or'."""
     tags, by_key = _tags(), {}
     for err in error.errors():
         parts = [str(x) for x in err["loc"]]
-        loc = ".".join(x for x in parts if x not in tags and not x.startswith(
-            ("function-", "tagged-", "literal[", "constrained-", "(")))
+        loc = _dotted(err["loc"], tags)
         variant = next((x for x in reversed(parts) if x in tags), None)  # the name / type it was checked as
         msg = _unknown_key(loc, variant) if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
@@ -900,7 +914,7 @@ def validate(raw: Any, source: str = "<recipe>", overrides: list[str] | None = N
 
         for err in e.errors():  # a missing optional extra is the one thing to say
             if isinstance((err.get("ctx") or {}).get("error"), MissingExtraError):
-                loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-", "(")))
+                loc = _dotted(err["loc"], _tags())
                 raise RecipeError(f"{source}: {loc}: {err['ctx']['error']}") from None
         problems = _problems(e)
         where = "invalid recipe"
