@@ -7,7 +7,7 @@ import pytest
 
 from progdistill import __version__
 from progdistill.cli import main
-from progdistill.config import RecipeError, load_recipe, recipe_text
+from progdistill.config import RecipeError, load_recipe, recipe_names, recipe_text
 
 from test_config_cli import TINY
 
@@ -46,13 +46,16 @@ def test_usage_errors_are_one_line(argv, message, capsys):
     assert message in err
 
 
-def test_recipes_show_prints_only_that_recipe(capsys):
-    assert main(["recipes", "--show", "parity-mlp-small"]) == 0
+@pytest.mark.parametrize("how", [["--show"], []])
+def test_recipes_show_prints_only_that_recipe(how, capsys):
+    """`recipes NAME` is `recipes --show NAME`; an unknown name is one `error: recipes[ --show]: ...` line."""
+    assert main(["recipes", *how, "parity-mlp-small"]) == 0
     assert capsys.readouterr().out == recipe_text("parity-mlp-small")[0]
-    assert main(["recipes", "--show", "no-such-recipe"]) == 2
+    assert main(["recipes", *how, "parity-mlp-smal"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("error: unknown recipe 'no-such-recipe'")
-    assert len(captured.err.splitlines()) == 1
+    assert captured.out == "" and captured.err == (
+        f"error: {' '.join(['recipes', *how])}: unknown recipe 'parity-mlp-smal' (did you mean 'parity-mlp-small'?); "
+        f"shipped recipes: {', '.join(recipe_names())}\n")
 
 
 def test_every_recipe_key_is_documented(capsys):

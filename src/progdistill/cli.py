@@ -81,8 +81,12 @@ def cmd_oracle(args) -> None:
 
 
 def cmd_recipes(args) -> None:
-    if args.show:
-        print(recipe_text(args.show)[0], end="")
+    if args.show or args.name:
+        try:
+            text = recipe_text(args.show or args.name)[0]
+        except RecipeError as e:
+            raise RecipeError(f"recipes{' --show' if args.show else ''}: {e}") from None
+        print(text, end="")
         return
     if args.keys is not None:
         from .recipe_keys import format_keys, recipe_keys
@@ -325,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     text = "list the shipped recipes, print one, or document every recipe key"
     p = sub.add_parser("recipes", help=text, description=text)
     group = p.add_mutually_exclusive_group()
+    group.add_argument("name", nargs="?", metavar="NAME", help="print only this recipe's YAML (as --show NAME)")
     group.add_argument("--show", metavar="NAME", help="print only this recipe's YAML (a shipped name or a file)")
     group.add_argument("--keys", nargs="?", const="", metavar="PREFIX",
                        help="print every recipe key (or those starting with PREFIX, e.g. students.kd) with its "
