@@ -154,3 +154,31 @@ def test_every_command_help_says_what_it_does(command, capsys):
     usage, description = out.split("\n\n")[:2]
     assert usage.startswith(f"usage: progdistill {command}") and len(description.split()) >= 4, out
     assert not description.startswith(("positional arguments:", "options:")), out
+
+
+@pytest.mark.parametrize("bar", ["closed", "open"])
+def test_an_error_after_a_progress_bar_starts_its_own_line(bar, monkeypatch, capsys):
+    """A bar writes `\r` lines; the error after it (a bar closed on the way out, as group training's is, or
+    one still open in a frame of the traceback, as the trainer's is) starts a line, so that `grep ^error:`
+    finds it in a log of stderr."""
+    from tqdm.auto import tqdm
+
+    import progdistill.cli as cli
+
+    def failing(args):
+        progress = tqdm(total=5, desc="teacher", leave=False)
+        try:
+            progress.update(3)
+            progress.refresh()
+            raise RecipeError("teacher.steps: broken")
+        finally:
+            if bar == "closed":
+                progress.close()
+
+    monkeypatch.setattr(cli, "cmd_recipes", failing)
+    assert main(["recipes"]) == 2
+    err = capsys.readouterr().err
+    lines = err.split("\n")
+    assert "3/5" in lines[0]  # the bar was drawn
+    assert [line for line in lines if "error" in line] == ["error: teacher.steps: broken"], repr(err)
+    assert err.endswith("\n")

@@ -355,6 +355,43 @@ def one_line(message: str, part: int = 500, whole: int = 1200) -> str:
     return text if len(text) <= whole else text[:whole] + f"... ({len(lines)} problems in all)"
 
 
+class _LineTracking:
+    """A text stream (stderr) that notes whether what was last written to it ended its line: a progress
+    bar's `\r` lines do not, and an error printed after one must start a line of its own (`grep ^error:`
+    on a log). Everything else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:  # on a terminal a bar's closing `\r` returns to the line's start; in a file it does not
+            self.at_line_start = text.endswith("\n") or (text.endswith("\r") and self._tty())
+        return self._stream.write(text)
+
+    def _tty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _error(message: str) -> None:
+    """Print `error: message` on a line of its own: a progress bar still open (in a frame of the error's
+    traceback) is closed first, and a bar's unfinished line is ended."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+    stream = sys.stderr
+    if isinstance(stream, _LineTracking) and not stream.at_line_start:
+        stream.write("\n")
+    print(f"error: {message}", file=stream)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -366,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = args.overrides + extra
     keep_freed_memory()
+    stderr = sys.stderr
+    sys.stderr = _LineTracking(stderr)  # for an error after a progress bar (`_error`)
     try:
         from .distributed import is_distributed
 
@@ -377,16 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e)
         if isinstance(e, RecipeError) and e.keys and isinstance(getattr(args, "recipe", None), str):
             message = in_recipe(e, args.recipe, args.overrides)  # a key of a valid recipe: say which recipe
-        print(f"error: {one_line(message)}", file=sys.stderr)
+        _error(one_line(message))
         return 2
     except OSError as e:  # a path the system refuses before anything is written (a name too long, ...)
         where = f"{e.filename}: " if e.filename is not None else ""
-        print(f"error: {one_line(where + (e.strerror or str(e)))}", file=sys.stderr)
+        _error(one_line(where + (e.strerror or str(e))))
         return 2
     except KeyboardInterrupt:
         newline = "" if getattr(args, "quiet", True) else "\n"  # after a progress bar's line
         print(f"{newline}interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        sys.stderr = stderr
     return 0
 
 
