@@ -433,7 +433,7 @@ def test_loss_spikes_are_found_and_reported():
     assert loss_spikes(curve[:3]) == [] and loss_spikes(curve, factor=20) == []
     seeds = {"0": {"loss_spikes": [], "final_accuracy": 0.9}, "1": {"loss_spikes": loss_spikes(curve)[:1],
                                                                    "final_accuracy": 0.9}}
-    teacher = {"curve": curve, "checkpoints": [0, 400], "phases": {"drop_start": 100, "drop_end": 200, "middle": 150,
+    teacher = {"curve": curve, "checkpoints": [0, 100, 400], "phases": {"drop_start": 100, "drop_end": 200, "middle": 150,
                                                                   "metric": "loss"}, "loss_spikes": []}
     summary = {"teacher": teacher, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
     acc = np.array([[p["accuracy"] for p in curve]] * 2)
