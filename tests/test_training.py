@@ -549,8 +549,8 @@ def test_phase_detection_finds_no_drop_in_the_noise_of_a_flat_curve(n):
     """A loss of 0.693 (an accuracy of 0.5) plus Gaussian noise of 1e-3 never changes: its running best
     falls a few noise levels at most, below the 8 x noise needed."""
     for seed in range(5):
-        for metric in ("loss", "accuracy"):
-            with pytest.raises(ValueError, match=r"^'(loss|accuracy)' falls by only .* its evaluation noise .*"
+        for metric, verb in (("loss", "falls"), ("accuracy", "rises")):
+            with pytest.raises(ValueError, match=rf"^'{metric}' {verb} by only .* its evaluation noise .*"
                                                  r"\(phases\.noise needs 8x\): no phase transition to detect$"):
                 detect_phases(flat_curve(n, seed), metric)
 
@@ -565,6 +565,10 @@ def test_phase_detection_finds_no_drop_in_a_slow_decline():
         curve = [{"step": int(s), "loss": float(v + 1e-3 * g.standard_normal())} for s, v in zip(steps, decline)]
         with pytest.raises(ValueError, match=r"^'loss' declines without a sharp drop: .*no phase transition"):
             detect_phases(curve)
+        rising = [{"step": p["step"], "accuracy": 1 - p["loss"]} for p in curve]
+        with pytest.raises(ValueError, match=r"^'accuracy' rises without a sharp rise: its steepest stretch \(steps "
+                                             r"[0-9,]+–[0-9,]+\) rises [0-9.]+x as fast as the curve on average"):
+            detect_phases(rising, "accuracy")
         sharp = [{"step": p["step"], "loss": p["loss"] - 0.3 / (1 + np.exp(-(p["step"] - 6000) / 100))}
                  for p in curve]
         phases = detect_phases(sharp)

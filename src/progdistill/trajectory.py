@@ -200,11 +200,12 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
     fall, total = float(v[start] - v[end]), float(v[0] - v[-1])
     where = f"its steepest stretch (steps {int(round(grid[start])):,}–{int(round(grid[end])):,})"
     steepness = (fall / total) / (max(end - start, 1) / (len(v) - 1))
+    falls, declines, drop = ("falls", "declines", "drop") if metric == "loss" else ("rises", "rises", "rise")
     if steepness < sharpness:
-        raise ValueError(f"{metric!r} declines without a sharp drop: {where} falls {steepness:.2f}x as fast as the "
-                         f"curve on average (phases.sharpness needs {sharpness:g}x): no phase transition to detect")
+        raise ValueError(f"{metric!r} {declines} without a sharp {drop}: {where} {falls} {steepness:.2f}x as fast as "
+                         f"the curve on average (phases.sharpness needs {sharpness:g}x): no phase transition to detect")
     if fall < noise * sigma:
-        raise ValueError(f"{metric!r} falls by only {fall:.3g} in {where}, {fall / sigma:.1f}x its evaluation noise "
+        raise ValueError(f"{metric!r} {falls} by only {fall:.3g} in {where}, {fall / sigma:.1f}x its evaluation noise "
                          f"{sigma:.3g} (phases.noise needs {noise:g}x): no phase transition to detect")
     midway = (v[start] + v[end]) / 2
     after = np.nonzero(v[start:end + 1] <= midway)[0]
