@@ -293,6 +293,7 @@ teacher:
   optim: {name: adamw, lr: 3.0e-3}
   eval_every: 10
   checkpoint_every: 10
+phases: {sharpness: 0, noise: 0}  # a tiny teacher: no sharp drop, its steepest stretch stands in
 probe:
   nonterminal: {train_sentences: 32, test_sentences: 16, steps: 10}
 students:

@@ -104,6 +104,7 @@ def recipe_file(tmp_path, teacher_path, student, methods=METHODS, sweep="{switch
         threads: 1
         task: {json.dumps(TASK)}
         teacher: {{path: {json.dumps(teacher_path)}}}
+        phases: {{sharpness: 0, noise: 0}}  # a tiny teacher: no sharp drop, its steepest stretch stands in
         probe: {probe}
         students:
           model: {json.dumps(student)}
@@ -336,6 +337,7 @@ def test_exported_trajectory_as_a_trainer_run_gives_the_native_results(tmp_path)
           optim: {name: adamw, lr: 3.0e-3}
           eval_every: 10
           checkpoint_every: 10
+        phases: {sharpness: 0, noise: 0}  # a tiny teacher: no sharp drop, its steepest stretch stands in
         students:
           model: {type: gpt-lm, layers: 1, heads: 1, head_dim: 8}
           steps: 20

@@ -74,4 +74,4 @@ def test_the_own_model_and_data_section_runs_as_written(tmp_path):
     assert (tmp_path / "runs/python/teacher/checkpoint-600/meta.json").read_text().count('"mynets:Net"') == 1
     assert len((tmp_path / "runs/python/progressive/metrics.jsonl").read_text().splitlines()) == 7
     assert (tmp_path / "runs/mine/report.md").is_file()
-    assert list((tmp_path / "runs/mine/students/auto/budget-300/seed-0/tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "runs/mine/students/adaptive/budget-300/seed-0/tensorboard").glob("events.out.tfevents.*"))

@@ -295,3 +295,89 @@ def test_a_flat_teacher_is_a_problem_even_with_a_drop_detected_in_its_noise():
     learnt = flat[:2] + [{"step": 1000, "loss": 0.01, "accuracy": 1.0}]
     problems, facts = teacher_health({"teacher": {"curve": learnt, "phases": noise}})
     assert problems == [] and facts[0].startswith("the teacher left its plateau (sharp drop at steps 389–510)")
+
+
+def test_checkpoints_too_coarse_for_the_drop_are_a_problem_naming_the_fix():
+    """A drop at steps 5,678–6,856 (1,178 wide) with checkpoints only at 0 and 10,000 (checkpoint_every
+    20,000 on a 10,000-step teacher): no checkpoint resolves it. Suggested checkpoint_every: the largest
+    1/2/5 x 10^k at most 1178 / 4 = 294.5, i.e. 200 (checkpoints 5,800, ..., 6,800: six in the drop)."""
+    from progdistill.report.health import health, teacher_health
+
+    learnt = [{"step": 0, "loss": 0.69, "accuracy": 0.5}, {"step": 10000, "loss": 0.01, "accuracy": 1.0}]
+    drop = {"drop_start": 5678, "drop_end": 6856, "middle": 6200, "metric": "accuracy"}
+    coarse = {"curve": learnt, "phases": drop, "checkpoints": [0, 10000]}
+    problems, facts = teacher_health({"teacher": coarse})
+    assert problems == [
+        "no saved teacher checkpoint lies in its sharp drop (steps 5,678–6,856; the last before it at 0 and the first "
+        "after it at 10,000), so the methods that learn from the drop (`progressive` from a phase, `two-shot` at a "
+        "phase, `auto`) were taught by a checkpoint outside it and a progressive schedule jumps over it (save "
+        "checkpoints more often: `teacher.checkpoint_every=200` puts at least 4 in the drop)"]
+    assert facts[0].startswith("the teacher left its plateau (sharp drop at steps 5,678–6,856)")
+    text = health({"teacher": coarse, "methods": {}}, {}, 1)
+    assert text.startswith("**Run health: read the numbers with care.** No saved teacher checkpoint lies in its "
+                           "sharp drop")
+    # the boundary: a checkpoint at either end of the drop resolves it (both ends included); one step
+    # outside either end does not
+    for inside in ([0, 5678, 10000], [0, 6856, 10000], [0, 6000, 10000]):
+        assert teacher_health({"teacher": {**coarse, "checkpoints": inside}})[0] == [], inside
+    problems, _ = teacher_health({"teacher": {**coarse, "checkpoints": [0, 5677, 6857, 10000]}})
+    assert "(steps 5,678–6,856; the last before it at 5,677 and the first after it at 6,857)" in problems[0]
+    problems, _ = teacher_health({"teacher": {**coarse, "checkpoints": [7000, 10000]}})  # none before the drop
+    assert "(steps 5,678–6,856; the first after it at 7,000)" in problems[0]
+    # a teacher that never left its plateau: that is the problem, not where its checkpoints lie
+    flat = [{**p, "accuracy": 0.5} for p in learnt]
+    problems, _ = teacher_health({"teacher": {**coarse, "curve": flat}})
+    assert len(problems) == 1 and problems[0].startswith("the teacher never left its plateau")
+
+
+def test_the_suggested_checkpoint_interval_puts_enough_checkpoints_in_any_drop_by_brute_force():
+    from progdistill.report.health import DROP_CHECKPOINTS, suggested_checkpoint_every
+
+    nice = sorted(m * 10**e for e in range(7) for m in (1, 2, 5))
+    assert [suggested_checkpoint_every(w) for w in (0, 3, 4, 7, 8, 19, 20, 1178, 4000, 39999)] == [
+        1, 1, 1, 1, 2, 2, 5, 200, 1000, 5000]
+    for width in range(0, 3001, 7):
+        every = suggested_checkpoint_every(width)
+        assert every in nice
+        bigger = nice[nice.index(every) + 1]
+        assert every == 1 or every <= width / DROP_CHECKPOINTS < bigger  # the largest that fits
+        if width >= DROP_CHECKPOINTS:
+            for start in range(0, 2 * every + 1):  # every position of the drop against the checkpoint grid
+                count = sum(1 for s in range(0, start + width + every, every) if start <= s <= start + width)
+                assert count >= DROP_CHECKPOINTS, (width, start, every)
+
+
+def test_methods_table_says_where_a_phase_named_checkpoint_lies_outside_the_drop():
+    """Checkpoints 0 and 10,000 and a drop at 5,678–6,856: `progressive` from drop_start starts at the
+    nearest saved checkpoint, 10,000, after the drop; `two-shot` at the middle (6,200) and `auto` use
+    10,000 too. With a checkpoint every 500, drop_start snaps to 5,500 (the usual rounding: 6,000 and
+    6,500 lie in the drop), and the middle to 6,000, inside it."""
+    from progdistill.report.methods import resolved
+
+    curve = [{"step": s, "loss": 0.1, "accuracy": 0.5 if s < 6000 else 1.0} for s in range(0, 10001, 500)]
+    drop = {"drop_start": 5678, "drop_end": 6856, "middle": 6200, "metric": "accuracy"}
+
+    def summary(saved):
+        return {"teacher": {"curve": curve, "checkpoints": saved, "phases": drop}}
+
+    one = {"300": {"seeds": {"0": {"teacher_checkpoints": [10000]}}}}
+    text = resolved({"name": "progressive", "start": "drop_start"}, one, summary([0, 10000]))
+    assert text.startswith("from teacher step 10,000 (the saved checkpoint nearest the start of the drop at 5,678: "
+                           "10,000, after the drop's end at 6,856), s = 1, ")
+    assert text.endswith("; 1 checkpoint, 10,000 to 10,000")
+    text = resolved({"name": "two-shot", "checkpoint": "middle", "switch": 100}, one, summary([0, 10000]))
+    assert text == ("checkpoint 10,000 (the saved checkpoint nearest the middle of the drop at 6,200: 10,000, after "
+                    "the drop's end at 6,856, teacher accuracy 1.000) for steps 0–99, then 10,000")
+    text = resolved({"name": "auto", "switch": 100}, one, summary([0, 10000]))
+    assert text.startswith("checkpoint 10,000 (teacher accuracy 1.000) (the saved checkpoint nearest the middle of "
+                           "the drop at 6,200: 10,000, after the drop's end at 6,856), then 10,000")
+    text = resolved({"name": "two-shot", "checkpoint": "before", "switch": 100}, one, summary([6000, 10000]))
+    assert text.startswith("checkpoint 6,000 (no saved checkpoint before the drop's start at 5,678: the first one, "
+                           "6,000, teacher accuracy 1.000)")
+    every500 = list(range(0, 10001, 500))
+    two = {"300": {"seeds": {"0": {"teacher_checkpoints": [5500, 6000]}}}}
+    text = resolved({"name": "progressive", "start": "drop_start"}, two, summary(every500))
+    assert text.startswith("from teacher step 5,500 (the start of the drop), s = 1, ")
+    assert text.endswith("; 2 checkpoints, 5,500 to 6,000")
+    text = resolved({"name": "two-shot", "checkpoint": "middle", "switch": 100}, two, summary(every500))
+    assert text.startswith("checkpoint 6,000 (the middle of the drop, teacher accuracy 1.000)")

@@ -2,6 +2,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -433,7 +434,7 @@ def test_loss_spikes_are_found_and_reported():
     assert loss_spikes(curve[:3]) == [] and loss_spikes(curve, factor=20) == []
     seeds = {"0": {"loss_spikes": [], "final_accuracy": 0.9}, "1": {"loss_spikes": loss_spikes(curve)[:1],
                                                                    "final_accuracy": 0.9}}
-    teacher = {"curve": curve, "checkpoints": [0, 400], "phases": {"drop_start": 100, "drop_end": 200, "middle": 150,
+    teacher = {"curve": curve, "checkpoints": [0, 100, 400], "phases": {"drop_start": 100, "drop_end": 200, "middle": 150,
                                                                   "metric": "loss"}, "loss_spikes": []}
     summary = {"teacher": teacher, "methods": {"ce": {"budgets": {"300": {"seeds": seeds}}}}}
     acc = np.array([[p["accuracy"] for p in curve]] * 2)
@@ -495,8 +496,14 @@ def test_phase_detection_edge_cases_by_hand():
     so a drop at either end of the run is found where it is."""
     steps = range(0, 10001, 10)
     linear = [{"step": s, "loss": 1 - s / 10000} for s in steps]  # falls at the same rate everywhere
-    phases = detect_phases(linear, skip=0.0)  # metric defaults to the loss
-    assert (phases.drop_start, phases.drop_end, phases.middle, phases.metric) == (0, 10000, 5000, "loss")
+    # the windowed fall is the same everywhere, so the drop phase is the whole run: as steep as the curve
+    # on average (1.00x), no sharp drop
+    with pytest.raises(ValueError, match=r"^'loss' declines without a sharp drop: its steepest stretch \(steps "
+                                         r"0–10,000\) falls 1\.00x as fast as the curve on average \(phases\."
+                                         r"sharpness needs 2x\): no phase transition to detect$"):
+        detect_phases(linear, skip=0.0)  # metric defaults to the loss
+    assert detect_phases(linear, skip=0.0, sharpness=1.0).to_dict() == {"drop_start": 0, "drop_end": 10000,
+                                                                         "middle": 5000, "metric": "loss"}
     first = [{"step": s, "loss": 1.0 if s == 0 else 0.0} for s in steps]  # all of it between steps 0 and 10
     # rate(i) = v[i - h] - v[i + h] = 1 for i in [0, h]; the loss is at or below 1/2 from grid point 1
     assert detect_phases(first, "loss", skip=0.0).to_dict() == {"drop_start": 0, "drop_end": 250, "middle": 10,
@@ -507,8 +514,12 @@ def test_phase_detection_edge_cases_by_hand():
                                                         "metric": "loss"}
     with pytest.raises(ValueError, match=r"^'accuracy' never falls \(rises, for accuracy\): no phase transition"):
         detect_phases(last, "accuracy")
-    assert detect_phases(linear[::250], skip=0.0).metric == "loss"  # 5 points: enough
-    assert detect_phases(linear[::300], skip=0.0).drop_start == 0  # 4 points: enough
+    step = [{"step": s, "loss": 1.0 if s < 5000 else 0.0} for s in steps]
+    assert detect_phases(step[::250], skip=0.0).metric == "loss"  # 5 points: enough
+    # 4 points: enough. Loss 1, 1, 0, 0 at 0, 3000, 6000, 9000: a ramp from grid point 333.3 to 666.7
+    # (9 steps a point), phase from ceil(333.3 - 25 + 12.5) = 321 to floor(666.7 + 25 - 12.5) = 679
+    assert (detect_phases(step[::300], skip=0.0).drop_start, detect_phases(step[::300], skip=0.0).drop_end) == (
+        2889, 6111)
     broken = [dict(p) for p in linear[::100]]
     broken[3]["loss"] = float("nan")
     with pytest.raises(ValueError, match=r"^need >= 4 finite points of 'loss' to detect phases, got 10$"):  # 11 minus the skipped head
@@ -525,3 +536,77 @@ def test_phase_detection_is_translation_invariant():
         base, moved = detect_phases(curve, skip=skip), detect_phases(shifted, skip=skip)
         assert (moved.drop_start, moved.drop_end, moved.middle) == (base.drop_start + 1000, base.drop_end + 1000,
                                                                      base.middle + 1000)
+
+
+def flat_curve(n, seed, level=0.693, noise=1e-3, total=10_000):
+    g = np.random.default_rng(seed)
+    return [{"step": int(s), "loss": level + noise * float(g.standard_normal()), "accuracy": 0.5 + noise * float(
+        g.standard_normal())} for s in np.linspace(0, total, n)]
+
+
+@pytest.mark.parametrize("n", [20, 100, 1000])
+def test_phase_detection_finds_no_drop_in_the_noise_of_a_flat_curve(n):
+    """A loss of 0.693 (an accuracy of 0.5) plus Gaussian noise of 1e-3 never changes: its running best
+    falls a few noise levels at most, below the 8 x noise needed."""
+    for seed in range(5):
+        for metric, verb in (("loss", "falls"), ("accuracy", "rises")):
+            with pytest.raises(ValueError, match=rf"^'{metric}' {verb} by only .* its evaluation noise .*"
+                                                 r"\(phases\.noise needs 8x\): no phase transition to detect$"):
+                detect_phases(flat_curve(n, seed), metric)
+
+
+def test_phase_detection_finds_no_drop_in_a_slow_decline():
+    """Monotone declines without a sharp drop (a straight line, an exponential with the run's half
+    length as its time constant, each with noise 1e-3) are no phase transition; a sigmoid drop of the
+    same height over them is found."""
+    g = np.random.default_rng(0)
+    steps = np.linspace(0, 10_000, 200)
+    for decline in (0.7 - 0.3 * steps / 10_000, 0.7 * np.exp(-steps / 5000)):
+        curve = [{"step": int(s), "loss": float(v + 1e-3 * g.standard_normal())} for s, v in zip(steps, decline)]
+        with pytest.raises(ValueError, match=r"^'loss' declines without a sharp drop: .*no phase transition"):
+            detect_phases(curve)
+        rising = [{"step": p["step"], "accuracy": 1 - p["loss"]} for p in curve]
+        with pytest.raises(ValueError, match=r"^'accuracy' rises without a sharp rise: its steepest stretch \(steps "
+                                             r"[0-9,]+–[0-9,]+\) rises [0-9.]+x as fast as the curve on average"):
+            detect_phases(rising, "accuracy")
+        sharp = [{"step": p["step"], "loss": p["loss"] - 0.3 / (1 + np.exp(-(p["step"] - 6000) / 100))}
+                 for p in curve]
+        phases = detect_phases(sharp)
+        assert phases.drop_start < 6000 < phases.drop_end and abs(phases.middle - 6000) <= 300
+
+
+@pytest.mark.parametrize("height, found", [(17.0, True), (16.5, False)])
+def test_phase_detection_noise_boundary_by_hand(height, found):
+    """A plateau at `height` x e with deterministic noise +-e (alternating), then a step down to 0 (same
+    noise) at step 5,000; evaluations every 10 steps, no skip. Every step-to-step change but the step's
+    is 2e, so sigma = 2e / (sqrt(2) x 0.6745) = 2.0967e and 8 sigma = 16.77e. The running best is height
+    x e - e on the plateau and -e after the step: the drop falls height x e, found above 16.77e."""
+    e = 1e-3
+    curve = [{"step": s, "loss": (height * e if s < 5000 else 0.0) + e * (-1) ** (s // 10)}
+             for s in range(0, 10001, 10)]
+    if found:
+        phases = detect_phases(curve, skip=0.0)
+        assert phases.drop_start < 5000 <= phases.drop_end
+    else:
+        with pytest.raises(ValueError, match=r"^'loss' falls by only 0\.0165 in its steepest stretch \(steps "
+                                             r"4,750–5,240\), 7\.9x its evaluation noise 0\.0021 \(phases"):
+            detect_phases(curve, skip=0.0)
+
+
+@pytest.mark.parametrize("length, found", [(4700, True), (4800, False)])
+def test_phase_detection_sharpness_boundary_by_hand(length, found):
+    """Loss 1, a straight ramp to 0 over `length` steps from step 2,500, 0 after; evaluations every 10
+    steps, no skip (grid point i = step 10 i). As in the linear-drop derivation (h = 25, threshold 0.25)
+    the phase runs from ceil(ia - 12.5) to floor(ib + 12.5): length / 10 + 24 grid points of 1000, over
+    which the whole fall happens, so it is 1000 / (length / 10 + 24) times as steep as the curve on
+    average: 2.03 for 4,700 steps (found), 1.98 for 4,800 (not: below 2)."""
+    a, b = 2500, 2500 + length
+    curve = [{"step": s, "loss": 1.0 if s <= a else 0.0 if s >= b else 1.0 - (s - a) / (b - a)}
+             for s in range(0, 10001, 10)]
+    if found:
+        phases = detect_phases(curve, skip=0.0)
+        assert (phases.drop_start, phases.drop_end) == (2380, 7320)
+    else:
+        with pytest.raises(ValueError, match=r"^'loss' declines without a sharp drop: its steepest stretch \(steps "
+                                             r"2,380–7,420\) falls 1\.98x as fast"):
+            detect_phases(curve, skip=0.0)

@@ -394,6 +394,10 @@ class PhasesSection(Strict):
     window: float = Field(0.05, gt=0, lt=1, description="rate window, fraction of the run")
     threshold: float = Field(0.25, gt=0, lt=1, description="drop phase: rate above this x the peak rate")
     skip: float = Field(0.05, ge=0, lt=1, description="ignore this first fraction of the run")
+    sharpness: float = Field(2.0, ge=0, description="a drop must be at least this x as steep as the curve on "
+                             "average (a steady decline is no phase transition)")
+    noise: float = Field(8.0, ge=0, description="a drop must fall at least this x the curve's evaluation noise "
+                         "(from its median step-to-step change)")
 
 
 CheckpointRef = Union[int, Literal["before", "drop_start", "middle", "drop_end", "after", "final"]]

@@ -305,7 +305,7 @@ def teacher_phases(recipe: Recipe, trajectory: Trajectory, out: Path) -> Phases 
     p = recipe.phases
     curve = trajectory.curve()  # a damaged curve.json is an error (CheckpointError), not "no phases"
     try:
-        phases = detect_phases(curve, p.metric, p.window, p.threshold, p.skip)
+        phases = detect_phases(curve, p.metric, p.window, p.threshold, p.skip, p.sharpness, p.noise)
     except ValueError as e:
         write_json(out / "teacher_phases.json", {"error": str(e)})
         return None

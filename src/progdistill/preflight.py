@@ -262,7 +262,7 @@ def check_schedules(recipe: Recipe, trajectory) -> None:
     curve = trajectory.curve()
     p = recipe.phases
     try:
-        phases = detect_phases(curve, p.metric, p.window, p.threshold, p.skip)
+        phases = detect_phases(curve, p.metric, p.window, p.threshold, p.skip, p.sharpness, p.noise)
     except (ValueError, KeyError, TypeError):
         phases = None
     for method in recipe.students.methods:

@@ -26,6 +26,7 @@ from .io import CheckpointError, load_tensors, read_json, save_tensors, write_js
 from .models import build_model, checkpoint_files, load_weights
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+_GAUSSIAN_MAD = 0.6744897501960817  # median |x| / sigma for Gaussian x (its 75th percentile)
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
@@ -147,7 +148,8 @@ def loss_spikes(curve: list[dict[str, Any]], factor: float = 2.0) -> list[dict[s
 
 
 def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: float = 0.05,
-                  threshold: float = 0.25, skip: float = 0.05) -> Phases:
+                  threshold: float = 0.25, skip: float = 0.05, sharpness: float = 2.0,
+                  noise: float = 8.0) -> Phases:
     """Find the steepest drop of `metric` (rise, for accuracy) in an eval curve.
 
     The first `skip` x (run length) is ignored: the fast fall from a random initialisation to the
@@ -156,6 +158,19 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
     on a uniform grid. The drop's centre is where it falls most over a window of `window` x (run
     length); the drop phase extends on both sides while the windowed rate stays above `threshold` x the
     peak rate. `middle` is where the metric crosses half way between its values at the two ends.
+
+    The drop found must be a sharp drop, not noise or a steady decline. With `fall` = the running best's
+    fall from the drop's start to its end, both must hold, else there is no phase transition:
+      - sharp: `fall` / (the running best's fall over the whole kept curve) >= `sharpness` x (the drop's
+        length / the kept run's length), i.e. the drop is on average at least `sharpness` times as
+        steep as the curve (a straight or slowly curving decline is about 1);
+      - above the noise: `fall` >= `noise` x sigma, sigma = median |step-to-step change| of the kept
+        curve (its raw values) / (sqrt(2) x 0.6745), the standard deviation of Gaussian noise that
+        would give those changes. On a plateau the changes are its noise; the few evaluations of a sharp
+        drop do not move the median; a slow trend counts as noise, which errs towards no transition.
+        The running best of a curve that is flat plus noise falls a few sigma at most.
+    Raises ValueError ending "no phase transition to detect" when either fails or the metric never
+    falls; ValueError also for fewer than 4 finite points after the skip.
     """
     first = curve[0]["step"] + skip * (curve[-1]["step"] - curve[0]["step"])
     points = [p for p in curve if p["step"] >= first]
@@ -165,6 +180,7 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
         raise ValueError(f"need >= 4 finite points of {metric!r} to detect phases, got {len(steps)}")
     if metric != "loss":
         values = -values  # work with something that falls
+    sigma = float(np.median(np.abs(np.diff(values)))) / (np.sqrt(2) * _GAUSSIAN_MAD)
     values = np.minimum.accumulate(values)
     grid = np.linspace(steps[0], steps[-1], 1001)
     v = np.interp(grid, steps, values)
@@ -181,6 +197,16 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
     end = centre
     while end < len(v) - 1 and not low[end + 1]:
         end += 1
+    fall, total = float(v[start] - v[end]), float(v[0] - v[-1])
+    where = f"its steepest stretch (steps {int(round(grid[start])):,}–{int(round(grid[end])):,})"
+    steepness = (fall / total) / (max(end - start, 1) / (len(v) - 1))
+    falls, declines, drop = ("falls", "declines", "drop") if metric == "loss" else ("rises", "rises", "rise")
+    if steepness < sharpness:
+        raise ValueError(f"{metric!r} {declines} without a sharp {drop}: {where} {falls} {steepness:.2f}x as fast as "
+                         f"the curve on average (phases.sharpness needs {sharpness:g}x): no phase transition to detect")
+    if fall < noise * sigma:
+        raise ValueError(f"{metric!r} {falls} by only {fall:.3g} in {where}, {fall / sigma:.1f}x its evaluation noise "
+                         f"{sigma:.3g} (phases.noise needs {noise:g}x): no phase transition to detect")
     midway = (v[start] + v[end]) / 2
     after = np.nonzero(v[start:end + 1] <= midway)[0]
     middle = start + (int(after[0]) if len(after) else (end - start) // 2)

@@ -10,6 +10,7 @@ import numpy as np
 from .curves import SeedCurves
 
 COLLAPSE = 0.05  # a student that ends this far below its own best held-out accuracy has collapsed
+DROP_CHECKPOINTS = 4  # the checkpoints in the drop that the suggested `teacher.checkpoint_every` gives
 RISE = 0.05  # a teacher whose accuracy rose less than this never left its plateau (even with a drop detected)
 
 
@@ -34,6 +35,9 @@ def teacher_health(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
         p = teacher["phases"]
         facts.append(f"the teacher left its plateau (sharp drop at steps {p['drop_start']:,}–{p['drop_end']:,}) and "
                      f"ended at held-out accuracy {last['accuracy']:.3f}")
+        unresolved = unresolved_drop(teacher.get("checkpoints") or [], p)
+        if unresolved:
+            problems.append(unresolved)
     else:
         problems.append("no phase transition was detected in the teacher's curve, so the methods that start from "
                         "it (`auto`, `two-shot` at a phase, `progressive` from a phase) could not use it")
@@ -50,6 +54,39 @@ def teacher_health(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
     else:
         facts.append("its held-out loss never spiked")
     return problems, facts
+
+
+def suggested_checkpoint_every(width: int, count: int = DROP_CHECKPOINTS) -> int:
+    """The largest 1, 2 or 5 x 10^k steps that is at most `width` / `count`: saving a checkpoint that often
+    puts at least `count` of them in any `width` steps (any interval of length L holds at least floor(L / n)
+    multiples of n), so `count` in the drop; 1 for a drop narrower than `count` steps."""
+    target = max(width / count, 1.0)
+    best = 1
+    for exponent in range(len(str(int(target))) + 1):
+        for mantissa in (1, 2, 5):
+            if mantissa * 10**exponent <= target:
+                best = max(best, mantissa * 10**exponent)
+    return best
+
+
+def unresolved_drop(checkpoints: list[int], phases: dict[str, Any]) -> str | None:
+    """A problem (None if none) when no saved checkpoint lies in the teacher's drop [drop_start, drop_end]
+    (both ends included): the checkpoints do not resolve the phase transition, so every method that needs
+    a checkpoint inside it (`progressive` from a phase, `two-shot` at a phase, `auto`) resolves to a
+    checkpoint before or after the drop, and a progressive schedule jumps over it. Names the drop, the
+    saved checkpoints on either side of it and a `teacher.checkpoint_every` that puts DROP_CHECKPOINTS in it."""
+    start, end = phases["drop_start"], phases["drop_end"]
+    if not checkpoints or any(start <= c <= end for c in checkpoints):
+        return None
+    before = [c for c in checkpoints if c < start]
+    after = [c for c in checkpoints if c > end]
+    around = " and ".join(([f"the last before it at {before[-1]:,}"] if before else [])
+                          + ([f"the first after it at {after[0]:,}"] if after else []))
+    every = suggested_checkpoint_every(end - start)
+    return (f"no saved teacher checkpoint lies in its sharp drop (steps {start:,}–{end:,}; {around}), so the methods "
+            "that learn from the drop (`progressive` from a phase, `two-shot` at a phase, `auto`) were taught by a "
+            f"checkpoint outside it and a progressive schedule jumps over it (save checkpoints more often: "
+            f"`teacher.checkpoint_every={every}` puts at least {DROP_CHECKPOINTS} in the drop)")
 
 
 def _ended_on_intermediate(r: dict[str, Any], final: int) -> bool:

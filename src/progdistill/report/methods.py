@@ -34,8 +34,32 @@ def _checkpoint(step: int, curve: list[dict[str, Any]]) -> str:
     return f"checkpoint {step:,} (teacher accuracy {teacher_accuracy(curve, step):.3f})"
 
 
-def _where(ref: Any) -> str:
-    return f" ({_REF[ref]})" if isinstance(ref, str) and ref in _REF else ""
+def _where(ref: Any, step: int | None = None, phases: Phases | None = None, saved: list[int] | None = None) -> str:
+    """' (the start of the drop)' for a phase reference `ref`. Given the `step` it resolved to, the
+    teacher's `phases` and its `saved` checkpoints, a phase-named checkpoint that does not lie where its
+    name says is described as what it is: the middle snapped outside the drop, or (no saved checkpoint
+    in the drop at all) the start or end snapped to one on either side, ' (the saved checkpoint nearest
+    the start of the drop at 5,678: 10,000, after the drop's end at 6,856)'. The start snapped to the
+    checkpoint just before the drop while others lie inside it is the usual rounding, not flagged."""
+    if not (isinstance(ref, str) and ref in _REF):
+        return ""
+    plain = f" ({_REF[ref]})"
+    if step is None or phases is None or ref == "final":
+        return plain
+    start, end = phases.drop_start, phases.drop_end
+    empty = not any(start <= c <= end for c in saved or [])
+    if ref in ("drop_start", "middle", "drop_end") and not start <= step <= end and (ref == "middle" or empty):
+        side = f"before the drop's start at {start:,}" if step < start else f"after the drop's end at {end:,}"
+        return f" (the saved checkpoint nearest {_REF[ref]} at {getattr(phases, ref):,}: {step:,}, {side})"
+    if ref == "before" and step >= start:
+        return f" (no saved checkpoint before the drop's start at {start:,}: the first one, {step:,})"
+    if ref == "after" and step <= end:
+        return f" (no saved checkpoint after the drop's end at {end:,}: the last one, {step:,})"
+    return plain
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _per_seed(values: dict[str, Any], unit: str = "") -> str:
@@ -71,14 +95,15 @@ def resolved(method: dict[str, Any], budgets: dict[str, Any], summary: dict[str,
             reach = _first_step_at_final(schedule, int(budget))
             start = method.get("start", 0)
             used = sorted({c for r in seeds.values() for c in r.get("teacher_checkpoints", [])})
-            text = (f"from teacher step {schedule.start:,}{_where(start)}, s = {schedule.speed:.3g}"
+            where = _where(start, schedule.start, phases, saved)
+            text = (f"from teacher step {schedule.start:,}{where}, s = {schedule.speed:.3g}"
                     f"{' (fitted to the budget)' if method.get('speed') == 'fit' else ''}, R = {schedule.refresh:,}"
                     f"{' (the checkpoint interval)' if not method.get('refresh') else ''}; "
                     + (f"the final checkpoint from step {reach:,}" if reach is not None else
                        "never the final checkpoint within the budget")
-                    + (f"; {len(used)} checkpoints, {used[0]:,} to {used[-1]:,}" if used else ""))
+                    + (f"; {_count(len(used), 'checkpoint')}, {used[0]:,} to {used[-1]:,}" if used else ""))
         elif isinstance(schedule, TwoShot):
-            where = _where(method.get("checkpoint"))
+            where = _where(method.get("checkpoint"), schedule.intermediate, phases, saved)
             text = (f"checkpoint {schedule.intermediate:,}{where[:-1] + ', ' if where else ' ('}teacher accuracy "
                     f"{teacher_accuracy(curve, schedule.intermediate):.3f}) for steps "
                     f"0–{max(schedule.switch - 1, 0):,}, then {schedule.final:,}")
@@ -90,7 +115,9 @@ def resolved(method: dict[str, Any], budgets: dict[str, Any], summary: dict[str,
         elif isinstance(schedule, Auto):
             switches = {s: (schedule.switch if schedule.switch is not None else
                             (r.get("schedule") or {}).get("switched_at")) for s, r in seeds.items()}
-            text = (f"{_checkpoint(schedule.intermediate, curve)}, then {schedule.final:,} from step "
+            outside = _where("middle", schedule.intermediate, phases, saved)
+            outside = "" if outside == _where("middle") else outside
+            text = (f"{_checkpoint(schedule.intermediate, curve)}{outside}, then {schedule.final:,} from step "
                     + _per_seed(switches) + f" (at the latest {schedule.latest:,})")
         else:  # a schedule this report does not know: name its checkpoints
             used = sorted({c for r in seeds.values() for c in r.get("teacher_checkpoints", [])})

@@ -173,7 +173,8 @@ def setup_section(ctx: Context) -> list[Block]:
     if r.teacher.path:
         where = r.teacher.path if isinstance(r.teacher.path, str) else f"{len(r.teacher.path)} hub revisions"
         checkpoints = ctx.summary["teacher"].get("checkpoints") or []
-        teacher = (f"The teacher is the saved trajectory `{where}` ({len(checkpoints)} checkpoints, up to step "
+        plural = "" if len(checkpoints) == 1 else "s"
+        teacher = (f"The teacher is the saved trajectory `{where}` ({len(checkpoints)} checkpoint{plural}, up to step "
                    f"{max(checkpoints, default=0):,}). Each ")
     else:
         teacher = (f"The teacher is {_model(r.teacher.model)}, trained for {r.teacher.steps:,} steps of "
