@@ -124,6 +124,52 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
     unlock_run_folder(tmp_path / "run")
 
 
+def _hold_lock(folder):
+    """A process holding `folder`'s run lock (as a running `progdistill run` does), once it says so."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from progdistill.runlock import "
+                               f"lock_run_folder; lock_run_folder({str(folder)!r}); print('locked', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _files(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_report_refuses_a_run_folder_another_process_holds(tmp_path, capsys):
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    assert main(["teacher", str(recipe), "--out", str(out), "--quiet", "teacher.steps=100"]) == 0
+    from progdistill.runlock import unlock_run_folder
+
+    unlock_run_folder(out)  # the `teacher` command above ran in this process: end it as its process would
+    (out / "teacher_phases.json").unlink()  # what report would write first
+    capsys.readouterr()
+    holder = _hold_lock(out)
+    before = _files(out)  # .lock holds the holder's pid
+    try:
+        assert main(["report", str(out)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert err == (f"error: {out} is in use by progdistill (pid {holder.pid}); wait for it to finish or stop it "
+                   "(an interrupted run resumes when run again)\n")
+    assert _files(out) == before  # nothing written
+    assert main(["report", str(out)]) == 0  # the holder is gone: the lock is free again
+    assert (out / "report.md").is_file() and (out / "teacher_phases.json").is_file()
+    from progdistill.runlock import _HELD
+
+    assert out.resolve() not in _HELD  # report released the lock it took
+
+
 def test_workers_die_with_their_parent(tmp_path):
     import subprocess
     import sys
