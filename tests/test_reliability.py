@@ -170,6 +170,38 @@ def test_report_refuses_a_run_folder_another_process_holds(tmp_path, capsys):
     assert out.resolve() not in _HELD  # report released the lock it took
 
 
+def test_an_unreadable_probe_file_is_computed_again_on_resume_and_left_out_of_a_report(tmp_path, capsys):
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.methods=[ce]", "students.seeds=0"]
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0
+    probes = out / "probes" / "teacher_monomials.json"
+    good = probes.read_text()
+    assert "monomial_peak" in json.loads((out / "summary.json").read_text())["teacher"]
+    probes.write_text(good[:len(good) // 2])  # truncated
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0  # reports what is there, without the unreadable rows
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith(f"warning: {probes}: not valid JSON (truncated or corrupt?): ")
+                       for line in err), err
+    assert err[0].endswith("; left out of the summary (the run's probe stage computes it again)")
+    assert "monomial_peak" not in json.loads((out / "summary.json").read_text())["teacher"]
+    assert probes.read_text() == good[:len(good) // 2]  # report computes no probe
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0  # a resume computes it again
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {probes}: not valid JSON (truncated or corrupt?): ")
+    assert err[0].endswith("; computing it again")
+    assert probes.read_text() == good  # the same rows as the first time
+    assert "monomial_peak" in json.loads((out / "summary.json").read_text())["teacher"]
+    probes.write_text("{}")  # readable, but not the rows of a probe
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0
+    assert capsys.readouterr().err == f"warning: {probes}: not a JSON list; computing it again\n"
+    assert probes.read_text() == good
+
+
 def test_workers_die_with_their_parent(tmp_path):
     import subprocess
     import sys

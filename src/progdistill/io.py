@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -135,6 +136,32 @@ def read_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from None
+
+
+def read_derived_json(file: str | Path, kind: type, then: str) -> Any:
+    """The content of `file`, a derived file of the run folder, if it is readable JSON of type `kind`;
+    None if it is missing, or unreadable (truncated, corrupt, another type), which is said on stderr in
+    one line, `warning: FILE: what is wrong; THEN`.
+
+    The rule for a run folder's files on resume: a derived file, one this run computes from its inputs
+    and its stages' results (a probe's rows, probes/oracle.json, teacher_phases.json, summary.json, the
+    report), is a cache: unreadable, it is computed again (written anew), with this warning where it
+    was read. Refused instead is what cannot be recomputed from the folder without redoing work the user
+    asked to keep, or what says what the folder is: run.json (the run's identity), a model's training
+    state and finished results (its checkpoints, state.json, result.json: a resume continues them), and
+    the user's own inputs (a grammar, corpus, tensors or `teacher.path` files)."""
+    file = Path(file)
+    if not file.is_file():
+        return None
+    try:
+        content = read_json(file)
+    except CheckpointError as e:
+        print(f"warning: {e}; {then}", file=sys.stderr)
+        return None
+    if not isinstance(content, kind):
+        print(f"warning: {file}: not a JSON {'list' if kind is list else 'object'}; {then}", file=sys.stderr)
+        return None
+    return content
 
 
 def _json_default(obj: Any) -> Any:
