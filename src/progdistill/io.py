@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -206,6 +206,19 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {e}") from None
+
+
+def load_tensors_and_metadata(path: str | Path, device: str | torch.device = "cpu"
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`load_tensors` and the file's safetensors metadata ({} if it has none); raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {e}") from None
 
