@@ -341,7 +341,8 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
             parts = [todo[i::executor.jobs] for i in range(min(executor.jobs, len(todo)))]
             threads = executor.threads(recipe.threads)
             args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), name)
-            found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}")
+            found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}",
+                                 sizes=[len(part) for part in parts])  # the bar counts checkpoints, not jobs
         by_step.update({row["step"]: row for part in found for row in part})
         rows = [by_step[step] for step in steps]
         write_json(file, rows)
