@@ -202,6 +202,27 @@ def test_an_unreadable_probe_file_is_computed_again_on_resume_and_left_out_of_a_
     assert probes.read_text() == good
 
 
+def test_a_truncated_student_state_is_refused_in_one_line_when_students_are_grouped(tmp_path, capsys):
+    from progdistill.layout import student_folder
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    small = ["--quiet", "teacher.steps=100", "students.steps=40", "students.methods=[ce, one-shot]",
+             "students.seeds=0", "students.group_size=2"]
+    assert main(["distill", str(recipe), "--out", str(out), *small]) == 0
+    for method in ("ce", "one-shot"):  # both unfinished again, one with a truncated training state
+        (student_folder(out, method, 40, 0) / "result.json").unlink()
+    state = student_folder(out, "ce", 40, 0) / "state" / "state.json"
+    state.parent.mkdir(exist_ok=True)
+    state.write_text('{"step": 2')
+    capsys.readouterr()
+    assert main(["distill", str(recipe), "--out", str(out), *small]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {state}: not valid JSON (truncated or corrupt?): ") and err.count("\n") == 1
+
+
 def test_workers_die_with_their_parent(tmp_path):
     import subprocess
     import sys
