@@ -144,8 +144,8 @@ def read_derived_json(file: str | Path, kind: type, then: str) -> Any:
     one line, `warning: FILE: what is wrong; THEN`.
 
     The rule for a run folder's files on resume: a derived file, one this run computes from its inputs
-    and its stages' results (a probe's rows, probes/oracle.json, teacher_phases.json, summary.json, the
-    report), is a cache: unreadable, it is computed again (written anew), with this warning where it
+    and its stages' results (a probe's rows, probes/oracle.json, teacher_curve.json, teacher_phases.json,
+    summary.json, the report), is a cache: unreadable, it is computed again (written anew), with this warning where it
     was read. Refused instead is what cannot be recomputed from the folder without redoing work the user
     asked to keep, or what says what the folder is: run.json (the run's identity), a model's training
     state and finished results (its checkpoints, state.json, result.json: a resume continues them), and
