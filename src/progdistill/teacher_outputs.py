@@ -4,12 +4,12 @@ A student's batch at step t is a pure function of (task, data seed, step, batch 
 teacher checkpoint c on it are too. Students that share a data stream (the methods and budgets of one
 seed, the (2, T) sweep) therefore need each (c, t) once: with a cache folder, outputs are computed in
 blocks of `block` steps, written atomically as `checkpoint-{c}/block-{k}.safetensors`, and read back by
-any later student. Each block carries, as safetensors metadata, what it was computed from (`block_metadata`:
-the checkpoint's step and fingerprint, the block, the batch size, the data stream, the kind of outputs); a
-block whose metadata differs (copied from another checkpoint's folder or another seed's cache, or written
-before blocks carried metadata) is computed again and overwritten, like a truncated one. Each step is computed exactly as without the cache (one forward per batch), so a
-cached run gives bit-identical numbers (for a task with `eval_rows`, whose rows are computed
-independently, the batches of a block go through the teacher in forwards of up to `eval_rows` rows: the
+any later student. Each block carries, as safetensors metadata, what it was computed from
+(`block_metadata`: the checkpoint's step and fingerprint, the block, the batch size, the data stream, the
+kind of outputs); a block whose metadata differs (copied from another checkpoint's folder or another
+seed's cache, or written before blocks carried metadata) is computed again and overwritten, like a
+truncated one. Each step is computed exactly as without the cache (one forward per batch), so a cached
+run gives bit-identical numbers (for a task with `eval_rows`, whose rows are computed independently, the batches of a block go through the teacher in forwards of up to `eval_rows` rows: the
 same numbers on a machine whose matrix products do not round by the row count, as `Task.evaluate`
 assumes). With tau == 0 only the teacher's argmax is stored. One object
 serves any number of checkpoints at a time (the students of one data stream trained together as a group
@@ -208,7 +208,7 @@ class TeacherOutputs:
             try:
                 saved, stored = load_tensors_and_metadata(path, self.device)
                 offsets = saved["offsets"].tolist()
-                if (stored == metadata and len(offsets) == self.block + 1 and offsets[-1] == len(saved["outputs"])):
+                if stored == metadata and len(offsets) == self.block + 1 and offsets[-1] == len(saved["outputs"]):
                     return [saved["outputs"][a:b] for a, b in zip(offsets[:-1], offsets[1:])]
             except (CheckpointError, KeyError):
                 pass  # unreadable: recompute and overwrite
