@@ -9,11 +9,12 @@ any later student. Each block carries, as safetensors metadata, what it was comp
 kind of outputs); a block whose metadata differs (copied from another checkpoint's folder or another
 seed's cache, or written before blocks carried metadata) is computed again and overwritten, like a
 truncated one. Each step is computed exactly as without the cache (one forward per batch), so a cached
-run gives bit-identical numbers (for a task with `eval_rows`, whose rows are computed independently, the batches of a block go through the teacher in forwards of up to `eval_rows` rows: the
-same numbers on a machine whose matrix products do not round by the row count, as `Task.evaluate`
-assumes). With tau == 0 only the teacher's argmax is stored. One object
-serves any number of checkpoints at a time (the students of one data stream trained together as a group
-may need several at the same step): it holds the current block of each.
+run gives bit-identical numbers (for a task with `eval_rows`, whose rows are computed independently,
+the batches of a block go through the teacher in forwards of up to `eval_rows` rows: the same numbers on
+a machine whose matrix products do not round by the row count, as `Task.evaluate` assumes). With
+tau == 0 only the teacher's argmax is stored. One object serves any number of checkpoints at a time
+(the students of one data stream trained together as a group may need several at the same step): it
+holds the current block of each.
 """
 
 from __future__ import annotations
