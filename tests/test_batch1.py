@@ -300,7 +300,7 @@ def test_teacher_outputs_load_onto_their_device_and_fork_only_that_gpus_generato
     import contextlib
 
     from progdistill import teacher_outputs
-    from progdistill.io import load_tensors
+    from progdistill.io import load_tensors_and_metadata
 
     forked, loaded, read = [], [], []
 
@@ -314,18 +314,25 @@ def test_teacher_outputs_load_onto_their_device_and_fork_only_that_gpus_generato
             loaded.append((step, device))
             return torch.nn.Identity()
 
+        def meta(self, step):
+            return {"step": step}
+
+        def path(self, step):
+            return None
+
     monkeypatch.setattr(torch.random, "fork_rng", fork)
-    monkeypatch.setattr(teacher_outputs, "load_tensors",
-                        lambda path, device="cpu": read.append(device) or load_tensors(path))
+    monkeypatch.setattr(teacher_outputs, "load_tensors_and_metadata",
+                        lambda path, device="cpu": read.append(device) or load_tensors_and_metadata(path))
     task = ParityTask(d=12, k=2, eval_size=64)
     for device, devices in ((torch.device("cuda", 1), [torch.device("cuda", 1)]), (torch.device("cpu"), [])):
         forked.clear(), loaded.clear()
         outputs = TeacherOutputs(Recorded(), task, 4, device)
         assert outputs.model(30) is outputs.model(30)  # loaded once
         assert forked == [devices] and loaded == [(30, device)]
-    save_tensors(tmp_path / "checkpoint-30" / "block-0.safetensors",
-                 {"outputs": torch.tensor([[1.0], [2.0], [3.0]]), "offsets": torch.tensor([0, 1, 3])})
     cached = TeacherOutputs(Recorded(), task, 4, torch.device("cuda", 1), cache=tmp_path, block=2)
+    save_tensors(tmp_path / "checkpoint-30" / "block-0.safetensors",
+                 {"outputs": torch.tensor([[1.0], [2.0], [3.0]]), "offsets": torch.tensor([0, 1, 3])},
+                 cached.block_metadata(30, 0))
     assert cached.get(30, 1, task.train_batch(1, 4)).tolist() == [[2.0], [3.0]]
     assert read == [torch.device("cuda", 1)] and loaded == [(30, torch.device("cpu"))]
 
@@ -366,6 +373,56 @@ def test_teacher_outputs_per_step_hold_their_block_and_their_model(tmp_path, tea
         fresh.get(100, step, batches[step])
     fresh.get(150, 50, batches[50])
     assert models == [100, 150]
+
+
+def test_a_cache_block_of_another_checkpoint_or_seed_or_without_metadata_is_computed_again(tmp_path, teacher,
+                                                                                             monkeypatch):
+    """A block copied into a checkpoint's cache folder from another checkpoint's folder, or from the cache
+    of another data seed or of labels, or one written before blocks carried metadata, is not used: the
+    outputs are those computed afresh, and the block is overwritten with them; a block of its own is read."""
+    import shutil
+
+    from progdistill.io import load_tensors_and_metadata
+
+    cpu = torch.device("cpu")
+    task, other_seed = (ParityTask(d=12, k=2, eval_size=64, data_seed=seed) for seed in (7, 8))
+
+    def outputs(data, checkpoint, cache, labels_only=False):
+        source = TeacherOutputs(teacher, data, 4, cpu, labels_only=labels_only, cache=cache, block=10)
+        return [source.get(checkpoint, step, data.train_batch(step, 4)) for step in range(10)]
+
+    def same(a, b):
+        return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+    expected = outputs(task, 100, None)
+    assert not same(outputs(task, 150, None), expected) and not same(outputs(other_seed, 100, None), expected)
+    outputs(task, 150, tmp_path / "a")
+    outputs(other_seed, 100, tmp_path / "b")
+    outputs(task, 100, tmp_path / "c", labels_only=True)
+    block = tmp_path / "a" / "checkpoint-100" / "block-0.safetensors"
+    block.parent.mkdir()
+
+    def rewritten():
+        saved, metadata = load_tensors_and_metadata(block)
+        return torch.equal(saved["outputs"], torch.cat(expected)) and metadata["checkpoint"] == "100" and \
+            metadata["data_seed"] == "7" and metadata["outputs"] == "logits"
+
+    for foreign in (tmp_path / "a" / "checkpoint-150" / "block-0.safetensors",  # another checkpoint
+                    tmp_path / "b" / "checkpoint-100" / "block-0.safetensors",  # another data seed
+                    tmp_path / "c" / "checkpoint-100" / "block-0.safetensors"):  # labels, not logits
+        shutil.copyfile(foreign, block)
+        assert not rewritten()
+        assert same(outputs(task, 100, tmp_path / "a"), expected), foreign
+        assert rewritten(), foreign
+    saved, _ = load_tensors_and_metadata(block)
+    save_tensors(block, {"outputs": saved["outputs"] + 1, "offsets": saved["offsets"]})  # no metadata
+    assert same(outputs(task, 100, tmp_path / "a"), expected) and rewritten()
+
+    def no_teacher(*args):
+        raise AssertionError("the teacher ran although its outputs were cached")
+
+    monkeypatch.setattr(TeacherOutputs, "_compute_many", no_teacher)
+    assert same(outputs(task, 100, tmp_path / "a"), expected)  # its own block is read
 
 
 def test_teacher_outputs_block_sizes(tmp_path, teacher):

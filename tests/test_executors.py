@@ -292,3 +292,62 @@ def test_keep_freed_memory_applies_on_glibc_unless_the_user_tuned_malloc(monkeyp
     assert keep_freed_memory() is glibc
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert keep_freed_memory() is False  # the user's own setting stands
+
+
+class _Bar:
+    """A progress bar that records its total and what it was told was done."""
+
+    made: list["_Bar"] = []
+
+    def __init__(self, iterable=None, desc=None, total=None, disable=False, **kwargs):
+        self.iterable, self.desc, self.done = iterable, desc, []
+        self.total = len(iterable) if total is None and iterable is not None else total
+        _Bar.made.append(self)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, n=1):
+        self.done.append(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("executor", [InProcess, lambda: LocalProcesses(2)], ids=["in-process", "processes"])
+def test_a_map_bar_counts_jobs_or_the_sizes_given(executor, monkeypatch):
+    from progdistill import executors
+
+    monkeypatch.setattr(executors, "tqdm", _Bar)
+    _Bar.made = []
+    pool = executor()
+    try:
+        assert pool.map(abs, [(-1,), (-2,), (-3,)], True, "three") == [1, 2, 3]
+        assert pool.map(abs, [(-1,), (-2,)], True, "sized", sizes=[4, 1]) == [1, 2]
+        with pytest.raises(ValueError, match="^map: 1 sizes for 2 calls$"):
+            pool.map(abs, [(-1,), (-2,)], sizes=[4])
+    finally:
+        pool.close()
+    three, sized = _Bar.made[:2]
+    assert (three.desc, three.total, three.done) == ("three", 3, [1, 1, 1])
+    assert (sized.desc, sized.total, sorted(sized.done)) == ("sized", 5, [1, 4])  # in the order jobs end
+
+
+def test_the_probe_stage_bar_counts_checkpoints_not_jobs(tmp_path, monkeypatch):
+    from progdistill import executors
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    out = tmp_path / "run"
+    assert main(["teacher", str(recipe), "--out", str(out), "--quiet", "teacher.steps=150"]) == 0  # 0, 50, 100, 150
+    monkeypatch.setattr(executors, "tqdm", _Bar)
+    _Bar.made = []
+    assert main(["probe", str(recipe), "--out", str(out), "--jobs", "2", "teacher.steps=150"]) == 0
+    assert len(json.loads((out / "probes" / "teacher_monomials.json").read_text())) == 4
+    [bar] = [b for b in _Bar.made if b.desc == "probe monomials"]
+    assert bar.total == 4 and sorted(bar.done) == [2, 2]  # 4 checkpoints in 2 jobs of 2

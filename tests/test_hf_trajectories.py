@@ -189,7 +189,7 @@ def test_worker_processes_open_the_trainer_folder_again(tmp_path, trainer_run):
     assert [(runs["1"] / f).read_bytes() for f in files] == [(runs["2"] / f).read_bytes() for f in files]
 
 
-def test_trainer_folder_without_eval_entries_is_evaluated_once(tmp_path, trainer_run, pickle_spy):
+def test_trainer_folder_without_eval_entries_is_evaluated_once(tmp_path, trainer_run, pickle_spy, capsys):
     """No eval in log_history: progdistill evaluates the checkpoints on the task and caches the curve in the run
     folder. A checkpoint with only pytorch_model.bin is read with weights_only=True; the pickled Trainer files,
     here replaced by pickles that would run code, are never opened."""
@@ -226,6 +226,14 @@ def test_trainer_folder_without_eval_entries_is_evaluated_once(tmp_path, trainer
     ExternalTrajectory.load = lambda self, *a, **k: loads.append(1) or real(self, *a, **k)
     try:
         assert finished_teacher(recipe, out).curve() == trajectory.curve() and not loads  # read from the cache
+        curve_file = out / "teacher_curve.json"
+        curve_file.write_text(curve_file.read_text()[:40])  # truncated: a derived file, evaluated again
+        capsys.readouterr()
+        assert finished_teacher(recipe, out).curve() == trajectory.curve() and len(loads) == 6
+        err = capsys.readouterr().err
+        assert err.startswith(f"warning: {curve_file}: not valid JSON (truncated or corrupt?): ") and \
+            err.endswith("; evaluating the checkpoints again\n") and err.count("\n") == 1
+        assert json.loads(curve_file.read_text()) == cached
     finally:
         ExternalTrajectory.load = real
     assert main(["distill", str(tmp_path / "recipe.yaml"), "--out", str(out), "--quiet"]) == 0

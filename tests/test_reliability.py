@@ -124,6 +124,105 @@ def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
     unlock_run_folder(tmp_path / "run")
 
 
+def _hold_lock(folder):
+    """A process holding `folder`'s run lock (as a running `progdistill run` does), once it says so."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from progdistill.runlock import "
+                               f"lock_run_folder; lock_run_folder({str(folder)!r}); print('locked', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _files(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_report_refuses_a_run_folder_another_process_holds(tmp_path, capsys):
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    assert main(["teacher", str(recipe), "--out", str(out), "--quiet", "teacher.steps=100"]) == 0
+    from progdistill.runlock import unlock_run_folder
+
+    unlock_run_folder(out)  # the `teacher` command above ran in this process: end it as its process would
+    (out / "teacher_phases.json").unlink()  # what report would write first
+    capsys.readouterr()
+    holder = _hold_lock(out)
+    before = _files(out)  # .lock holds the holder's pid
+    try:
+        assert main(["report", str(out)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert err == (f"error: {out} is in use by progdistill (pid {holder.pid}); wait for it to finish or stop it "
+                   "(an interrupted run resumes when run again)\n")
+    assert _files(out) == before  # nothing written
+    assert main(["report", str(out)]) == 0  # the holder is gone: the lock is free again
+    assert (out / "report.md").is_file() and (out / "teacher_phases.json").is_file()
+    from progdistill.runlock import _HELD
+
+    assert out.resolve() not in _HELD  # report released the lock it took
+
+
+def test_an_unreadable_probe_file_is_computed_again_on_resume_and_left_out_of_a_report(tmp_path, capsys):
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    small = ["--quiet", "teacher.steps=100", "students.steps=20", "students.methods=[ce]", "students.seeds=0"]
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0
+    probes = out / "probes" / "teacher_monomials.json"
+    good = probes.read_text()
+    assert "monomial_peak" in json.loads((out / "summary.json").read_text())["teacher"]
+    probes.write_text(good[:len(good) // 2])  # truncated
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0  # reports what is there, without the unreadable rows
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith(f"warning: {probes}: not valid JSON (truncated or corrupt?): ")
+                       for line in err), err
+    assert err[0].endswith("; left out of the summary (the run's probe stage computes it again)")
+    assert "monomial_peak" not in json.loads((out / "summary.json").read_text())["teacher"]
+    assert probes.read_text() == good[:len(good) // 2]  # report computes no probe
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0  # a resume computes it again
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {probes}: not valid JSON (truncated or corrupt?): ")
+    assert err[0].endswith("; computing it again")
+    assert probes.read_text() == good  # the same rows as the first time
+    assert "monomial_peak" in json.loads((out / "summary.json").read_text())["teacher"]
+    probes.write_text("{}")  # readable, but not the rows of a probe
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0
+    assert capsys.readouterr().err == f"warning: {probes}: not a JSON list; computing it again\n"
+    assert probes.read_text() == good
+
+
+def test_a_truncated_student_state_is_refused_in_one_line_when_students_are_grouped(tmp_path, capsys):
+    from progdistill.layout import student_folder
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "run"
+    small = ["--quiet", "teacher.steps=100", "students.steps=40", "students.methods=[ce, one-shot]",
+             "students.seeds=0", "students.group_size=2"]
+    assert main(["distill", str(recipe), "--out", str(out), *small]) == 0
+    for method in ("ce", "one-shot"):  # both unfinished again, one with a truncated training state
+        (student_folder(out, method, 40, 0) / "result.json").unlink()
+    state = student_folder(out, "ce", 40, 0) / "state" / "state.json"
+    state.parent.mkdir(exist_ok=True)
+    state.write_text('{"step": 2')
+    capsys.readouterr()
+    assert main(["distill", str(recipe), "--out", str(out), *small]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {state}: not valid JSON (truncated or corrupt?): ") and err.count("\n") == 1
+
+
 def test_workers_die_with_their_parent(tmp_path):
     import subprocess
     import sys

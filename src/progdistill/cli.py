@@ -166,14 +166,21 @@ def cmd_distill(args) -> None:
 
 def cmd_report(args) -> None:
     from .config import validate
-    from .experiment import finished_teacher, summarize, teacher_phases
     from .layout import read_run_json
-    from .report import write_report
+    from .runlock import run_folder_locked
 
     out = Path(args.run)
     if not (out / "run.json").is_file():
         raise RecipeError(f"report: {out} is not a run folder (it has no run.json)")
-    recipe = validate(read_run_json(out)["config"], str(out / "run.json"))
+    recipe = validate(read_run_json(out)["config"], str(out / "run.json"))  # refused before any file is written
+    with run_folder_locked(out):  # it writes summary.json, the report, ...: not while a run writes them
+        _report(args, out, recipe)
+
+
+def _report(args, out: Path, recipe) -> None:
+    from .experiment import finished_teacher, summarize, teacher_phases
+    from .report import write_report
+
     traj = finished_teacher(recipe, out)
     if traj is None:
         raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "

@@ -46,6 +46,17 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _bar(calls: Sequence[Any], progress: bool, desc: str, sizes: Sequence[int] | None) -> tqdm:
+    """The progress bar of a `map` (see `Executor.map`); `_bar(...).update(_size(sizes, i))` as job i ends."""
+    if sizes is not None and len(sizes) != len(calls):
+        raise ValueError(f"map: {len(sizes)} sizes for {len(calls)} calls")
+    return tqdm(total=len(calls) if sizes is None else sum(sizes), desc=desc, disable=not progress)
+
+
+def _size(sizes: Sequence[int] | None, i: int) -> int:
+    return 1 if sizes is None else sizes[i]
+
+
 class Executor:
     """Runs independent jobs; `jobs` is how many run at once. Subclasses implement `map`."""
 
@@ -58,9 +69,11 @@ class Executor:
         return threads_per_job(self.jobs, threads)
 
     def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], progress: bool = False,
-            desc: str = "jobs") -> list[Any]:
+            desc: str = "jobs", sizes: Sequence[int] | None = None) -> list[Any]:
         """fn(*args) for every args in `calls`; returns the results in the order of `calls`. The first
-        job's exception is raised (in this process, the job's own exception)."""
+        job's exception is raised (in this process, the job's own exception). `progress`: a progress bar
+        that counts the jobs done, or, with `sizes`, the work done: a finished job i adds sizes[i] (the
+        checkpoints a probe job probes)."""
         raise NotImplementedError
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
@@ -80,8 +93,13 @@ class Executor:
 class InProcess(Executor):
     """Every job in this process, one after another (the default)."""
 
-    def map(self, fn, calls, progress=False, desc="jobs"):
-        return [fn(*args) for args in tqdm(calls, desc=desc, disable=not progress)]
+    def map(self, fn, calls, progress=False, desc="jobs", sizes=None):
+        results = []
+        with _bar(calls, progress, desc, sizes) as bar:
+            for i, args in enumerate(calls):
+                results.append(fn(*args))
+                bar.update(_size(sizes, i))
+        return results
 
 
 def _start_worker() -> None:
@@ -149,14 +167,17 @@ class LocalProcesses(Executor):
         with _spawning_without_sigint():
             return pool.submit(_job, fn, *args)
 
-    def map(self, fn, calls, progress=False, desc="jobs"):
+    def map(self, fn, calls, progress=False, desc="jobs", sizes=None):
+        bar = _bar(calls, progress, desc, sizes)
         pool = self._workers()
         with _spawning_without_sigint():
             futures = {pool.submit(_job, fn, *args): i for i, args in enumerate(calls)}
         results: list[Any] = [None] * len(calls)
         try:
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
-                results[futures[fut]] = fut.result()
+            with bar:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(_size(sizes, futures[fut]))
         except BaseException:
             self.close()  # a failed job (or Ctrl-C): no more jobs of this map start; the pool is gone
             raise
@@ -201,20 +222,21 @@ class RayExecutor(Executor):
         self._init()
         return threads_per_job(self.jobs, threads, self.cores)
 
-    def map(self, fn, calls, progress=False, desc="jobs"):
+    def map(self, fn, calls, progress=False, desc="jobs", sizes=None):
         import ray
 
+        bar = _bar(calls, progress, desc, sizes)
         self._init()
         task = ray.remote(fn).options(num_cpus=min(self.cores, threads_per_job(self.jobs, None, self.cores)),
                                       max_retries=0)
         refs = {task.remote(*args): i for i, args in enumerate(calls)}
         results: list[Any] = [None] * len(calls)
         pending = list(refs)
-        with tqdm(total=len(refs), desc=desc, disable=not progress) as bar:
+        with bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 results[refs[done[0]]] = ray.get(done[0])
-                bar.update(1)
+                bar.update(_size(sizes, refs[done[0]]))
         return results
 
     def close(self) -> None:

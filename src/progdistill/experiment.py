@@ -17,8 +17,8 @@ from .config import (METHOD, STUDENT_SEED_OFFSET, TASK_PROBES, Recipe, RecipeErr
                      validate)
 from .config import HFModelConfig
 from .external import ExternalTrajectory, open_trajectory, trajectory_kind
-from .io import (CheckpointError, check_names, config_hash, environment_info, file_hash, read_json,
-                 remove_stale_temporaries, write_json, write_text)
+from .io import (CheckpointError, check_names, config_hash, environment_info, file_hash, read_derived_json,
+                 read_json, remove_stale_temporaries, write_json, write_text)
 from .layout import read_run_json, student_folder
 from .metric_logging import require_backends
 from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays, memory_per_student, plan_groups,
@@ -341,7 +341,8 @@ def probe_trajectory(recipe: Recipe, trajectory: Trajectory, out: Path, phases: 
             parts = [todo[i::executor.jobs] for i in range(min(executor.jobs, len(todo)))]
             threads = executor.threads(recipe.threads)
             args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), name)
-            found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}")
+            found = executor.map(_probe_job, [(*args, part, threads) for part in parts], progress, f"probe {name}",
+                                 sizes=[len(part) for part in parts])  # the bar counts checkpoints, not jobs
         by_step.update({row["step"]: row for part in found for row in part})
         rows = [by_step[step] for step in steps]
         write_json(file, rows)
@@ -398,10 +399,12 @@ def _readable(path: Path) -> Any:
 
 
 def _done_or_reused(file: Path, source: Path | None, fits: Callable[[Any], bool], kind: type) -> Any:
-    """The content of `file` if this run wrote it; else that of the same file under `source` if it is a
-    `kind` that `fits` (copied into this run); else None (to be computed)."""
-    if file.is_file():
-        return read_json(file)
+    """The content of `file` if this run wrote it (and it is readable, see `io.read_derived_json`: else it is
+    computed again); else that of the same file under `source` if it is a `kind` that `fits` (copied
+    into this run); else None (to be computed)."""
+    done = read_derived_json(file, kind, "computing it again")
+    if done is not None:
+        return done
     reused = _readable(source / file.name) if source else None
     if isinstance(reused, kind) and fits(reused):
         write_json(file, reused)
@@ -585,7 +588,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
     for job in pending:
         state = student_folder(out, job[0].display, job[1], job[2]) / "state" / "state.json"
-        start = _readable(state).get("step", 0) if state.is_file() else 0
+        start = read_json(state).get("step", 0) if state.is_file() else 0  # unreadable: refused, as its resume would
         parts.setdefault((start, job[2]) if padded else (start,), []).append(job)
     order = {m.display: i for i, m in enumerate(s.methods)}
     groups = []
@@ -725,13 +728,14 @@ def summarize(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phases 
     }
     if sweep:
         summary["sweep_best"] = sweep_best(sweep, trajectory.steps, phases, auto_choice)
-    if (out / "probes" / "oracle.json").is_file():
-        summary["oracle"] = read_json(out / "probes" / "oracle.json")
+    later = "left out of the summary (the run's probe stage computes it again)"
+    oracle = read_derived_json(out / "probes" / "oracle.json", dict, later)
+    if oracle is not None:
+        summary["oracle"] = oracle
     if (out / "corpus.json").is_file():
         summary["corpus"] = read_json(out / "corpus.json")
-    probe_file = out / "probes" / "teacher_monomials.json"
-    if probe_file.is_file():
-        rows = read_json(probe_file)
+    rows = read_derived_json(out / "probes" / "teacher_monomials.json", list, later)
+    if rows is not None:
         summary["teacher"]["monomial_peak"] = {
             "transition": monomial_peak(rows, window=transition_window(summary["teacher"]["phases"])),
             "whole_trajectory": monomial_peak(rows)}

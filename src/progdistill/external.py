@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .io import CheckpointError, read_json, write_json
+from .io import CheckpointError, read_derived_json, write_json
 from .models import hf
 from .trajectory import Trajectory
 
@@ -346,11 +346,10 @@ class ExternalTrajectory(Trajectory):
         if self._curve is not None:
             return
         names = [self.sources[s].name for s in self.steps]
-        if cache.is_file():
-            saved = read_json(cache)
-            if isinstance(saved, dict) and saved.get("checkpoints") == names:
-                self._curve = saved["curve"]
-                return
+        saved = read_derived_json(cache, dict, "evaluating the checkpoints again")  # a derived file: unreadable, redone
+        if saved is not None and saved.get("checkpoints") == names:
+            self._curve = saved["curve"]
+            return
         curve = []
         for step in tqdm(self.steps, desc="evaluate teacher checkpoints", disable=not progress, leave=False):
             curve.append({"step": step, **task.evaluate(self.load(step, device))})

@@ -8,12 +8,13 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -137,6 +138,32 @@ def read_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from None
 
 
+def read_derived_json(file: str | Path, kind: type, then: str) -> Any:
+    """The content of `file`, a derived file of the run folder, if it is readable JSON of type `kind`;
+    None if it is missing, or unreadable (truncated, corrupt, another type), which is said on stderr in
+    one line, `warning: FILE: what is wrong; THEN`.
+
+    The rule for a run folder's files on resume: a derived file, one this run computes from its inputs
+    and its stages' results (a probe's rows, probes/oracle.json, teacher_curve.json, teacher_phases.json,
+    summary.json, the report), is a cache: unreadable, it is computed again (written anew), with this warning where it
+    was read. Refused instead is what cannot be recomputed from the folder without redoing work the user
+    asked to keep, or what says what the folder is: run.json (the run's identity), a model's training
+    state and finished results (its checkpoints, state.json, result.json: a resume continues them), and
+    the user's own inputs (a grammar, corpus, tensors or `teacher.path` files)."""
+    file = Path(file)
+    if not file.is_file():
+        return None
+    try:
+        content = read_json(file)
+    except CheckpointError as e:
+        print(f"warning: {e}; {then}", file=sys.stderr)
+        return None
+    if not isinstance(content, kind):
+        print(f"warning: {file}: not a JSON {'list' if kind is list else 'object'}; {then}", file=sys.stderr)
+        return None
+    return content
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
@@ -179,6 +206,19 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {e}") from None
+
+
+def load_tensors_and_metadata(path: str | Path, device: str | torch.device = "cpu"
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`load_tensors` and the file's safetensors metadata ({} if it has none); raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {e}") from None
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .io import make_dirs, output_error
 
@@ -52,3 +54,22 @@ def unlock_run_folder(out: str | Path) -> None:
     if fd is not None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextmanager
+def run_folder_locked(out: str | Path) -> Iterator[Path]:
+    """`lock_run_folder` for the length of a `with` block, for a command that writes into an existing run
+    folder without running its stages (`progdistill report`): refused like a second `run` while another
+    process holds the folder. The lock is released at the end only if this block took it (a caller that
+    already held it keeps it)."""
+    out = Path(out)
+    try:
+        held = out.resolve() in _HELD
+    except (OSError, RuntimeError):
+        held = False  # lock_run_folder raises the error
+    lock_run_folder(out)
+    try:
+        yield out
+    finally:
+        if not held:
+            unlock_run_folder(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Recipe
-from ..io import read_json
+from ..io import read_derived_json
 from . import curriculum, plots, probe_plots, tables, text_sections
 from .curves import SeedCurves
 from .document import Block, Bullets, Figure, Heading, Paragraph, Table
@@ -35,8 +35,8 @@ class Context:
         return self.summary["teacher"].get("phases")
 
     def probe_rows(self, name: str) -> list[dict[str, Any]] | None:
-        file = self.out / "probes" / f"teacher_{name}.json"
-        return read_json(file) if file.is_file() else None
+        return read_derived_json(self.out / "probes" / f"teacher_{name}.json", list,
+                                 "left out of the report (the run's probe stage computes it again)")
 
     def figure(self, fig, name: str, caption: str) -> Figure:
         """Save a figure as plots/<name>.png and .pdf; the block that shows it."""
