@@ -156,6 +156,31 @@ def test_every_command_help_says_what_it_does(command, capsys):
     assert not description.startswith(("positional arguments:", "options:")), out
 
 
+@pytest.mark.parametrize("drawn", [True, False])
+def test_an_interruption_is_said_on_a_line_of_its_own(drawn, monkeypatch, capsys):
+    """Ctrl-C during a progress bar: "interrupted" starts a line after the bar's `\r` line, and gets no
+    blank line before it when no bar was drawn (the message is the whole of stderr); exit code 130."""
+    from tqdm.auto import tqdm
+
+    import progdistill.cli as cli
+
+    def interrupted(args):
+        if drawn:
+            progress = tqdm(total=5, desc="teacher", leave=False)
+            progress.update(2)
+            progress.refresh()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_recipes", interrupted)
+    assert main(["recipes"]) == 130
+    err = capsys.readouterr().err
+    said = "interrupted; run the same command again to resume\n"
+    if drawn:
+        assert "2/5" in err.split("\n")[0] and err.endswith("\n" + said), repr(err)
+    else:
+        assert err == said
+
+
 @pytest.mark.parametrize("bar", ["closed", "open"])
 def test_an_error_after_a_progress_bar_starts_its_own_line(bar, monkeypatch, capsys):
     """A bar writes `\r` lines; the error after it (a bar closed on the way out, as group training's is, or

@@ -386,9 +386,9 @@ class _LineTracking:
         return getattr(self._stream, name)
 
 
-def _error(message: str) -> None:
-    """Print `error: message` on a line of its own: a progress bar still open (in a frame of the error's
-    traceback) is closed first, and a bar's unfinished line is ended."""
+def _say(line: str) -> None:
+    """Print `line` (an error, the interruption) on stderr on a line of its own: a progress bar still open
+    (in a frame of the exception's traceback) is closed first, and a bar's unfinished line is ended."""
     from tqdm import tqdm
 
     for bar in list(getattr(tqdm, "_instances", [])):
@@ -396,7 +396,11 @@ def _error(message: str) -> None:
     stream = sys.stderr
     if isinstance(stream, _LineTracking) and not stream.at_line_start:
         stream.write("\n")
-    print(f"error: {message}", file=stream)
+    print(line, file=stream)
+
+
+def _error(message: str) -> None:
+    _say(f"error: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,8 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(one_line(where + (e.strerror or str(e))))
         return 2
     except KeyboardInterrupt:
-        newline = "" if getattr(args, "quiet", True) else "\n"  # after a progress bar's line
-        print(f"{newline}interrupted; run the same command again to resume", file=sys.stderr)
+        _say("interrupted; run the same command again to resume")
         return 130
     finally:
         sys.stderr = stderr
