@@ -231,3 +231,23 @@ def test_phases_not_found_are_said_with_the_detectors_reason(tmp_path, capsys):
         "not detected ('accuracy' never falls (rises, for accuracy): no phase transition to detect; "
         "teacher_phases.json)\n")
     assert not (out / "students").exists()
+
+
+def test_a_refused_schedule_names_its_method_once(tmp_path, capsys):
+    """`auto` without phases: the schedule's own message starts with the method, so the error does not say
+    it twice; a labelled method is named by its label, then the schedule's message."""
+    from progdistill.config import METHOD, validate_section
+    from progdistill.preflight import schedule_error
+
+    error = ValueError("method 'auto' needs the teacher's phases, which were not detected")
+    plain, labelled = (validate_section(METHOD, m, "students.methods.0") for m in ({"name": "auto"},
+                                                                                  {"name": "auto", "label": "late"}))
+    assert schedule_error(plain, error) == "students: method 'auto' needs the teacher's phases, which were not detected"
+    assert schedule_error(labelled, error) == ("students: method 'late': method 'auto' needs the teacher's phases, "
+                                               "which were not detected")
+    out = tmp_path / "run"
+    assert main(["run", "parity-mlp-small", *TINY, "teacher.steps=200", "teacher.optim.lr=1e-12", "students.seeds=[0]",
+                 "students.steps=20", "students.methods=[ce, auto]", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never falls "
+        "(rises, for accuracy): no phase transition to detect; teacher_phases.json)\n")

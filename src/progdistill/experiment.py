@@ -26,7 +26,7 @@ from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probing import EarlyProbes, probe_rows, probe_steps
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
-                        check_sizes, check_trajectory)
+                        check_sizes, check_trajectory, schedule_error)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
@@ -616,7 +616,7 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
                 saved = _readable(out / "teacher_phases.json")
                 found = saved.get("error") if isinstance(saved, dict) else None
                 why = f" ({found}; teacher_phases.json)" if found else ""
-            raise RecipeError(f"students: method {method.display!r}: {e}{why}") from None
+            raise RecipeError(schedule_error(method, e) + why) from None
     if all((student_folder(out, m.display, b, seed) / "result.json").is_file() for m, b, seed in jobs):
         return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
     executor = executor or make_executor("local", recipe.workers)

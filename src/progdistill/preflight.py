@@ -270,7 +270,16 @@ def check_schedules(recipe: Recipe, trajectory) -> None:
             try:
                 make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
             except ValueError as e:
-                raise RecipeError(f"students: method {method.display!r}: {e}") from None
+                raise RecipeError(schedule_error(method, e)) from None
+
+
+def schedule_error(method, error: ValueError) -> str:
+    """`students: method 'LABEL': ...` for a schedule `make_schedule` refused, without saying the method
+    twice where the schedule's message already starts with it (an unlabelled method)."""
+    message = str(error)
+    if method.display == method.name and message.startswith(f"method {method.name!r} "):
+        return f"students: {message}"
+    return f"students: method {method.display!r}: {message}"
 
 
 def check_phase_evaluations(recipe: Recipe) -> None:
