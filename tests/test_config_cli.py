@@ -425,7 +425,7 @@ def test_an_error_names_the_key_without_pydantics_type_labels(override, message,
     ("name.x=1", "override 'name.x': cannot set 'x'"),
 ])
 def test_an_override_past_a_list_says_how_long_the_list_is(override, message):
-    with pytest.raises(RecipeError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(RecipeError, match=f"^parity-mlp-small: {re.escape(message)}$"):
         load_recipe("parity-mlp-small", [override])
 
 

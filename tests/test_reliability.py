@@ -21,7 +21,8 @@ from progdistill.io import OutputError, remove_stale_temporaries, write_json, wr
     ("students.methods.2.speed=.inf", r"students\.methods\.2\.speed: Input should be a finite number"),
     ("teacher.optim.betas=[0.9, 1.0]", r"teacher\.optim\.betas\.1: Input should be less than 1"),
     ("teacher.optim.betas=[-0.1, 0.9]", r"teacher\.optim\.betas\.0: Input should be greater than or equal to 0"),
-    ("teacher..steps=3", r"'teacher\.\.steps' is not a dotted key"),
+    ("teacher..steps=3", r"^parity-mlp-small: override 'teacher\.\.steps=3': 'teacher\.\.steps' is not a dotted key$"),
+    ("nonsense", r"^parity-mlp-small: override 'nonsense' is not of the form key=value$"),
 ])
 def test_bad_overrides_are_refused_with_the_key(override, match):
     with pytest.raises(RecipeError, match=match):

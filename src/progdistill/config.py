@@ -780,14 +780,16 @@ def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "") -> dict[str, Any]:
     """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw recipe dict; a value that is not
-    YAML is refused as `source: override key=value: not valid YAML: problem`."""
+    YAML is refused as `source: override key=value: not valid YAML: problem`; every error starts with
+    `source: ` (the recipe) when it is given."""
+    prefix = f"{source}: " if source else ""
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"override {_clip(item)!r} is not of the form key=value")
+            raise RecipeError(f"{prefix}override {_clip(item)!r} is not of the form key=value")
         key, text = item.split("=", 1)
         if not key or any(not part for part in key.split(".")):
-            raise RecipeError(f"override {_clip(item)!r}: {key!r} is not a dotted key")
-        where = f"{source}: override {_clip(item, 120)}" if source else f"override {_clip(item, 120)}"
+            raise RecipeError(f"{prefix}override {_clip(item)!r}: {key!r} is not a dotted key")
+        where = f"{prefix}override {_clip(item, 120)}"
         value = parse_yaml(text, where, lines=False) if text else None
         node: Any = raw
         parts = key.split(".")
@@ -799,20 +801,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "")
             elif isinstance(node, dict):
                 node = node.setdefault(part, {})
             elif isinstance(node, list):
-                raise RecipeError(f"override {key!r}: {part!r} is not an index of a list of {len(node)} "
-                                  f"(0 to {len(node) - 1})" if node else f"override {key!r}: the list is empty")
+                raise RecipeError(f"{prefix}override {key!r}: {part!r} is not an index of a list of {len(node)} "
+                                  f"(0 to {len(node) - 1})" if node else f"{prefix}override {key!r}: the list is empty")
             else:
-                raise RecipeError(f"override {key!r}: {part!r} is not a section")
+                raise RecipeError(f"{prefix}override {key!r}: {part!r} is not a section")
         last = parts[-1]
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value
         elif isinstance(node, dict):
             node[last] = value
         elif isinstance(node, list):
-            raise RecipeError(f"override {key!r}: {last!r} is not an index of a list of {len(node)} "
+            raise RecipeError(f"{prefix}override {key!r}: {last!r} is not an index of a list of {len(node)} "
                               f"(0 to {len(node) - 1}; set the whole list to add entries)")
         else:
-            raise RecipeError(f"override {key!r}: cannot set {last!r}")
+            raise RecipeError(f"{prefix}override {key!r}: cannot set {last!r}")
     return raw
 
 
