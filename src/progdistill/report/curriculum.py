@@ -48,7 +48,8 @@ def monomial_verdict(rows: list[dict[str, Any]], peak: dict[str, Any], phases: d
     final_in = s["in"]["1"][-1]
     ratio = t["ratio"] or 0.0
     window = t.get("window")
-    around = f"around the transition (steps {window[0]:,}–{window[1]:,})" if window else "over the trajectory"
+    around = (f"around the transition (steps {window[0]:,}–{window[1]:,}: the sharp drop, widened by its own width "
+              "before it, where a spike starts)" if window else "over the trajectory")
     if ratio >= SPIKE_RATIO and window:
         return (f"**A spike.** The teacher's degree-1 in-support correlations peak {around} at step {t['step']:,}, "
                 f"{_place(t['step'], phases)} (teacher accuracy {t['accuracy']:.3f}), at {ratio:.1f}× the off-support "
