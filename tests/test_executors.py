@@ -351,3 +351,20 @@ def test_the_probe_stage_bar_counts_checkpoints_not_jobs(tmp_path, monkeypatch):
     assert len(json.loads((out / "probes" / "teacher_monomials.json").read_text())) == 4
     [bar] = [b for b in _Bar.made if b.desc == "probe monomials"]
     assert bar.total == 4 and sorted(bar.done) == [2, 2]  # 4 checkpoints in 2 jobs of 2
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_students_bar_counts_students_not_group_jobs(jobs, tmp_path, monkeypatch):
+    """2 methods x 2 seeds = 4 students: one group of 4 in this process, or 2 groups of 2 over 2 workers;
+    either way the bar's total is 4 and what it was told adds up to 4."""
+    from progdistill import executors
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(SMALL)
+    out = tmp_path / "run"
+    monkeypatch.setattr(executors, "tqdm", _Bar)
+    _Bar.made = []
+    small = ["teacher.steps=150", "students.steps=50", "students.methods=[ce, one-shot]"]
+    assert main(["run", str(recipe), "--out", str(out), "--jobs", str(jobs), *small]) == 0
+    [bar] = [b for b in _Bar.made if b.desc == "students"]
+    assert bar.total == 4 and sum(bar.done) == 4 and len(bar.done) == (1 if jobs == 1 else 2), bar.done

@@ -622,14 +622,15 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
     executor = executor or make_executor("local", recipe.workers)
     threads = executor.threads(recipe.threads)  # (starts a local Ray instance: it knows the cluster's CPUs)
     groups, eval_chunk = student_groups(recipe, out, trajectory, phases, jobs, executor.jobs)
+    sizes = [len(group) for group in groups]  # the bar counts students, not group jobs
     if isinstance(executor, InProcess):  # the objects themselves (a trajectory from outside has no folder)
         executor.map(lambda group: train_students(recipe, out, trajectory, phases, group, progress,
                                                   eval_chunk=eval_chunk, log=log),
-                     [(group,) for group in groups], progress, "students")
+                     [(group,) for group in groups], progress, "students", sizes)
     else:
         args = (recipe.model_dump(mode="json"), str(out), str(trajectory.root), phases.to_dict() if phases else None)
         executor.map(_student_job, [(*args, [(m.model_dump(), b, seed) for m, b, seed in group], eval_chunk,
-                                     tuple(log), threads) for group in groups], progress, "students")
+                                     tuple(log), threads) for group in groups], progress, "students", sizes)
     return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
 
 
