@@ -196,7 +196,34 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         storage = v.untyped_storage().data_ptr() if v.numel() else None
         flat[k] = v.clone() if storage in seen else v
         seen.add(storage)
-    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata), durable)
+    def write(tmp: str) -> None:
+        save_file(flat, tmp, metadata)
+        _sort_header(tmp)
+
+    _atomic(Path(path), write, durable)
+
+
+def _sort_header(path: str) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, in place. safetensors writes the
+    metadata from a hash map, in an order that changes from one process to the next, so the same tensors
+    and metadata saved twice gave different bytes (a resumed run's checkpoint differed from the
+    uninterrupted run's by its header alone). The header has the same length either way (the same items,
+    compact JSON); tensors are located by the offsets it holds, relative to its end, so no data moves."""
+    import struct
+
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(size)
+        text = raw.rstrip(b" ")
+        header = json.loads(text)
+        meta = header.pop("__metadata__", None)
+        ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+        ordered |= dict(sorted(header.items()))
+        new = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(new) != len(text):  # not the compact JSON expected: leave the file as safetensors wrote it
+            return
+        f.seek(8)
+        f.write(new)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
