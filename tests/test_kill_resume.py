@@ -37,7 +37,11 @@ def test_kill_9_anywhere_then_resume_gives_identical_results(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     results = sorted(p.relative_to(reference) for p in reference.rglob("result.json"))
     assert len(results) == 3
-    for rel in [Path("summary.json"), *results]:
+    weights = sorted(p.relative_to(reference) for p in reference.rglob("model.safetensors"))
+    assert len(weights) >= 6  # the teacher's 3 checkpoints and each student's last
+    weights += sorted(p.relative_to(reference) for p in reference.rglob("block-*.safetensors"))  # teacher outputs
+    assert any(p.name.startswith("block-") for p in weights)
+    for rel in [Path("summary.json"), *results, *weights]:  # checkpoints too, byte for byte
         assert (killed / rel).read_bytes() == (reference / rel).read_bytes(), rel
     assert not list(killed.rglob("*.tmp"))
     teacher = load_recipe(str(recipe), [f"teacher.path={killed / 'teacher'}"])
