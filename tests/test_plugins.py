@@ -204,7 +204,8 @@ def _write(tmp_path, text):
     ('teacher.model={type: "pd_plugn:Net"}', "cannot import 'pd_plugn:Net': no module named 'pd_plugn'"),
     ('teacher.model={type: "pd_plugin:Nett"}', "cannot import 'pd_plugin:Nett': module 'pd_plugin' has no 'Nett'"),
     ('teacher.model={type: "pd_plugin:SignTask"}', "pd_plugin:SignTask is not a torch.nn.Module"),
-    ('teacher.model={type: "pd_plugin:NOT_CALLABLE"}', "pd_plugin:NOT_CALLABLE is not a class or a function"),
+    ('teacher.model={type: "pd_plugin:NOT_CALLABLE"}',
+     r"pd_plugin:NOT_CALLABLE is not a torch.nn.Module class or a Python function that returns one \(a int\)"),
     ('teacher.model={type: "pd_plugin:"}', "is not an import path of the form 'package.module:Name'"),
     ("teacher.model.type=mpl", "teacher.model: Input tag 'mpl' .* 'mlp', 'gpt', 'bert', 'gpt-lm', 'hf', or an import path"),
     ("task.name=party", "task: Input tag 'party' .*'parity'.*, or an import path 'package.module:Name'"),
@@ -283,3 +284,27 @@ def test_the_python_api_checks_what_a_recipe_checks():
     assert pd.build_task({"name": "parity", "d": 8, "k": 2, "eval_size": 16}, data_seed=2).data_seed == 2
     with pytest.raises(ValueError, match="model.widht: unknown key"):
         pd.resolve_architecture({"type": "mlp", "width": 4, "widht": 3}, {"input_dim": 4, "num_classes": 2})
+
+
+@pytest.mark.parametrize("section, payload, refusal", [
+    ("teacher.model", 'type: "os:system", command: "touch MARKER"',
+     "os:system is not a torch.nn.Module class or a Python function that returns one (a builtin_function_or_method)"),
+    ("students.model", 'type: "subprocess:run", args: "touch MARKER", shell: true',
+     "subprocess:run is a function of Python's standard library (subprocess), not a torch.nn.Module factory"),
+    ("task", 'name: "pathlib:Path.touch", self: MARKER',
+     "pathlib:Path.touch is a function of Python's standard library (pathlib), not a progdistill Task factory"),
+    ("task", 'name: "os:open", path: MARKER, flags: 577',
+     "os:open is not a progdistill Task class or a Python function that returns one (a builtin_function_or_method)"),
+])
+def test_an_import_path_to_anything_but_a_class_or_a_users_function_is_refused_before_it_runs(
+        plugin, tmp_path, capsys, section, payload, refusal):
+    """A recipe is data: an import path may name a Task / nn.Module class or a Python function of the
+    user's own code, not a builtin or a standard-library function (os.system, subprocess.run, ...),
+    which would run with the section's keywords before its result could be refused."""
+    marker = tmp_path / "MARKER"
+    out = tmp_path / "run"
+    override = f"{section}={{{payload.replace('MARKER', str(marker))}}}"
+    assert main(["run", str(_write(tmp_path, RECIPE)), "--out", str(out), "--quiet", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(f"{section}: {refusal}\n"), err
+    assert not marker.exists() and not out.exists()

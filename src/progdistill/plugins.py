@@ -59,14 +59,21 @@ def import_object(path: str) -> Any:
 
 
 def check_kind(obj: Any, path: str, base: type, what: str) -> None:
-    """A class must subclass `base`; a function is accepted as a factory (its result is checked when
-    it is called). Raises PluginError otherwise."""
+    """A class must subclass `base`; a Python function (`def`, outside the standard library) is accepted as
+    a factory (its result is checked when it is called). Anything else is refused before it is called:
+    a recipe is data, and an import path such as `os:system` or `subprocess:run` would otherwise run a
+    command with the section's keywords before its result could be refused. Raises PluginError."""
     if isinstance(obj, type):
         if not issubclass(obj, base):
             raise PluginError(f"{path} is not a {what} (a subclass of {base.__module__}.{base.__qualname__}), "
                               f"nor a function that returns one")
-    elif not callable(obj):
-        raise PluginError(f"{path} is not a class or a function (a {type(obj).__name__})")
+        return
+    if not inspect.isfunction(obj):  # builtins (os.system), bound methods, partials, callable instances
+        raise PluginError(f"{path} is not a {what} class or a Python function that returns one (a "
+                          f"{type(obj).__name__})")
+    top = (getattr(obj, "__module__", None) or "").split(".")[0]
+    if top in sys.stdlib_module_names:
+        raise PluginError(f"{path} is a function of Python's standard library ({top}), not a {what} factory")
 
 
 def keyword_parameters(obj: Any) -> tuple[dict[str, inspect.Parameter], bool]:
