@@ -12,6 +12,10 @@ from progdistill.config import RecipeError, load_recipe
 
 PLUGIN = textwrap.dedent('''
     """A user's own task and model, as a recipe names them by import path."""
+    import os
+    import pathlib
+    import subprocess
+
     import torch
     from torch import nn
 
@@ -287,14 +291,17 @@ def test_the_python_api_checks_what_a_recipe_checks():
 
 
 @pytest.mark.parametrize("section, payload, refusal", [
+    ("students.model", 'type: "pd_plugin:subprocess.run", args: "touch MARKER", shell: true',
+     "pd_plugin:subprocess.run is a function of Python's standard library (subprocess), not a torch.nn.Module "
+     "factory"),
+    ("task", 'name: "pd_plugin:pathlib.Path.touch", self: MARKER',
+     "pd_plugin:pathlib.Path.touch is a function of Python's standard library (pathlib), not a progdistill "
+     "Task factory"),
+    ("task", 'name: "pd_plugin:os.open", path: MARKER, flags: 577',
+     "pd_plugin:os.open is not a progdistill Task class or a Python function that returns one (a "
+     "builtin_function_or_method)"),
     ("teacher.model", 'type: "os:system", command: "touch MARKER"',
-     "os:system is not a torch.nn.Module class or a Python function that returns one (a builtin_function_or_method)"),
-    ("students.model", 'type: "subprocess:run", args: "touch MARKER", shell: true',
-     "subprocess:run is a function of Python's standard library (subprocess), not a torch.nn.Module factory"),
-    ("task", 'name: "pathlib:Path.touch", self: MARKER',
-     "pathlib:Path.touch is a function of Python's standard library (pathlib), not a progdistill Task factory"),
-    ("task", 'name: "os:open", path: MARKER, flags: 577',
-     "os:open is not a progdistill Task class or a Python function that returns one (a builtin_function_or_method)"),
+     "'os:system' is in Python's standard library (os), which holds no task or model"),
 ])
 def test_an_import_path_to_anything_but_a_class_or_a_users_function_is_refused_before_it_runs(
         plugin, tmp_path, capsys, section, payload, refusal):

@@ -33,12 +33,16 @@ def is_import_path(name: Any) -> bool:
 def import_object(path: str) -> Any:
     """The object named by `package.module:Name` (Name may be dotted: `Outer.Inner`).
 
-    Raises PluginError (one line) if the path is malformed, the module cannot be imported or raises
-    while importing, or has no such attribute.
+    Raises PluginError (one line) if the path is malformed, names a module of Python's standard library
+    (refused before importing it), the module cannot be imported or raises while importing, or has no
+    such attribute.
     """
     if not IMPORT_PATH.match(path):
         raise PluginError(f"{path!r} is not an import path of the form 'package.module:Name'")
     module_name, attr = path.split(":")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names:  # refused before importing: some run code on import (antigravity)
+        raise PluginError(f"{path!r} is in Python's standard library ({top}), which holds no task or model")
     cwd = os.getcwd()
     if "" not in sys.path and cwd not in sys.path:
         sys.path.insert(0, cwd)
