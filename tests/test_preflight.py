@@ -2,6 +2,7 @@
 students' schedules over it, sizes that cannot fit; filesystem errors name the path (issue: reliability)."""
 
 import errno
+import json
 import re
 import os
 import shutil
@@ -251,3 +252,28 @@ def test_a_refused_schedule_names_its_method_once(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never falls "
         "(rises, for accuracy): no phase transition to detect; teacher_phases.json)\n")
+
+
+@pytest.mark.parametrize("damage", ["truncated result", "result not an object", "truncated curve"])
+def test_a_damaged_student_result_is_refused_before_any_file_is_rewritten(damage, tmp_path, capsys):
+    """A finished run whose student result.json or curve.json was damaged: the resume is refused in one
+    line naming the file and the way out, and no file of the folder changes (bytes and times)."""
+    out = tmp_path / "out"
+    small = [*TINY, "students.steps=[20]", "students.seeds=[0]", "students.methods=[ce, one-shot]"]
+    assert main(["run", "parity-mlp-small", *small, "--out", str(out), "--quiet"]) == 0
+    folder = out / "students" / "one-shot" / "budget-20" / "seed-0"
+    name, text = {"truncated result": ("result.json", '{"label": "one'), "result not an object": ("result.json", "[]"),
+                  "truncated curve": ("curve.json", '[{"step": 0')}[damage]
+    (folder / name).write_text(text)
+    for p in out.rglob("*"):
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    before = _tree(out), {str(p): p.stat().st_mtime for p in out.rglob("*")}
+    capsys.readouterr()
+    assert main(["run", "parity-mlp-small", *small, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder / name}: ") and err.endswith(
+        "; delete that student's folder to train it again\n") and err.count("\n") == 1, err
+    assert (_tree(out), {str(p): p.stat().st_mtime for p in out.rglob("*")}) == before
+    shutil.rmtree(folder)  # the way out the error names
+    assert main(["run", "parity-mlp-small", *small, "--out", str(out), "--quiet"]) == 0
+    assert json.loads((folder / "result.json").read_text())["label"] == "one-shot"

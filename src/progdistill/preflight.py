@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .config import Recipe, RecipeError
-from .io import CheckpointError
+from .io import CheckpointError, read_json
 
 MAX_LAYERS = 4096  # model depth / layers beyond this are refused before a model is built
 MAX_EVALUATIONS = 10**8  # evaluations of one training run (its curve is kept in memory)
@@ -271,6 +271,25 @@ def check_schedules(recipe: Recipe, trajectory) -> None:
                 make_schedule(method.model_dump(), trajectory.steps, phases, curve, budget)
             except ValueError as e:
                 raise RecipeError(schedule_error(method, e)) from None
+
+
+def check_student_results(out: Path) -> None:
+    """The finished students of a run folder being resumed (their result.json and curve.json, which a
+    resume reads and does not recompute) must be readable JSON (an object, a list): a damaged one is
+    refused here, naming the file, before run.json or any other file is rewritten. Raises CheckpointError."""
+    students = out / "students"
+    if not students.is_dir():
+        return
+    hint = "delete that student's folder to train it again"
+    for result in sorted(students.rglob("result.json")):
+        for path, kind, what in ((result, dict, "an object"), (result.with_name("curve.json"), list, "a list")):
+            if path == result or path.is_file():
+                try:
+                    content = read_json(path)
+                except CheckpointError as e:
+                    raise CheckpointError(f"{e}; {hint}") from None
+                if not isinstance(content, kind):
+                    raise CheckpointError(f"{path}: expected {what}, got {type(content).__name__}; {hint}")
 
 
 def schedule_error(method, error: ValueError) -> str:
