@@ -277,3 +277,25 @@ def test_a_damaged_student_result_is_refused_before_any_file_is_rewritten(damage
     shutil.rmtree(folder)  # the way out the error names
     assert main(["run", "parity-mlp-small", *small, "--out", str(out), "--quiet"]) == 0
     assert json.loads((folder / "result.json").read_text())["label"] == "one-shot"
+
+
+def test_a_run_of_other_methods_names_them_and_how_to_reuse_its_teacher(tmp_path, capsys):
+    """Another list of methods on a finished run: refused naming the methods by label (not every key of
+    each), with the way to reuse the finished teacher, which works; another teacher gets no such hint."""
+    out, new = tmp_path / "out", tmp_path / "new"
+    small = [*TINY, "students.steps=[20]", "students.seeds=[0]"]
+    assert main(["run", "parity-mlp-small", *small, "students.methods=[ce, one-shot]", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", "parity-mlp-small", *small, "students.methods=[ce]", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} holds a run of a different config (students.methods: [ce, one-shot] -> [ce]); choose another "
+        f"--out or delete it, or reuse its teacher in a new folder: teacher.path={out / 'teacher'} --out NEW\n")
+    assert main(["run", "parity-mlp-small", *small, "students.methods=[ce]", f"teacher.path={out / 'teacher'}",
+                 "--out", str(new), "--quiet"]) == 0
+    assert (new / "students" / "ce" / "budget-20" / "seed-0" / "result.json").is_file()
+    capsys.readouterr()
+    assert main(["run", "parity-mlp-small", *small, "students.methods=[ce, one-shot]", "teacher.steps=60",
+                 "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: {out} holds a run of a different config (teacher.steps: 40 -> 60); "
+                                       "choose another --out or delete it\n")

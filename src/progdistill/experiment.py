@@ -104,8 +104,11 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
         stored = readable or _experiment(previous.get("config", {}))
         if stored != _experiment(resolved) and not (readable and grows(readable, _experiment(resolved))):
             changes = config_changes(stored, _experiment(resolved))
+            same_teacher = not any(c.startswith(("task", "teacher", "seed", "device", "precision")) for c in changes)
+            reuse = (f", or reuse its teacher in a new folder: teacher.path={out / 'teacher'} --out NEW"
+                     if same_teacher and (out / "teacher" / "curve.json").is_file() else "")
             raise RecipeError(f"{out} holds a run of a different config ({'; '.join(changes[:8])}"
-                              f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it")
+                              f"{'; ...' if len(changes) > 8 else ''}); choose another --out or delete it{reuse}")
     # the task's errors (a grammar or corpus missing or unreadable, ...) come before anything is written; a
     # run folder of this recipe lends the task what it derived before (a text task's tokenizer)
     task = check_task_and_models(recipe, folder=out if run_file.is_file() else None)
@@ -234,7 +237,14 @@ def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         return [c for k in sorted(set(old) | set(new), key=str)
                 for c in config_changes(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{path}.{k}" if path else str(k))]
-    return [] if old == new else [f"{path or 'config'}: {old!r} -> {new!r}"]
+    return [] if old == new else [f"{path or 'config'}: {_brief(old)} -> {_brief(new)}"]
+
+
+def _brief(value: Any) -> str:
+    """A config value as `config_changes` shows it: a list of methods by their labels, not every key."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        return "[" + ", ".join(str(v.get("label") or v["name"]) for v in value) + "]"
+    return repr(value)
 
 
 def _yaml(obj: Any) -> str:
