@@ -241,10 +241,11 @@ def teacher_section(ctx: Context) -> list[Block]:
     if oracle:
         text += (f" The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks) has accuracy "
                  f"{oracle['eval']['accuracy']:.3f} and loss {oracle['eval']['loss']:.4f}.")
-    return [Heading("Teacher"), Paragraph(text),
-            ctx.figure(plots.teacher_figure(ctx.summary), "teacher",
-                       "Teacher's held-out accuracy and loss (log scale) over its training steps; shaded, the "
-                       "detected sharp drop; vertical lines, the checkpoints the phase references resolve to.")]
+    caption = ("Teacher's held-out accuracy and loss (log scale) over its training steps; shaded, the detected "
+               "sharp drop; vertical lines, the checkpoints the phase references resolve to." if p else
+               "Teacher's held-out accuracy and loss (log scale) over its training steps (no phase transition was "
+               "detected, so no drop is shaded).")
+    return [Heading("Teacher"), Paragraph(text), ctx.figure(plots.teacher_figure(ctx.summary), "teacher", caption)]
 
 
 def monomials_section(ctx: Context) -> list[Block]:
