@@ -470,3 +470,9 @@ def test_without_phases_the_teacher_caption_shades_nothing(flat_run):
     assert caption == ("*Teacher's held-out accuracy and loss (log scale) over its training steps (no phase "
                        "transition was detected, so no drop is shaded).*")
 
+
+def test_without_phases_the_monomial_verdict_expects_no_spike_and_gives_no_transition_reasons(flat_run):
+    verdict = _paragraph(flat_run[1], "**No spike.**")
+    assert ("The teacher had no phase transition (none was detected; Teacher, above), so no spike is expected: the "
+            "spike belongs to the transition's checkpoints.") in verdict
+    assert "Likely reason" not in verdict and "transition comes" not in verdict and "plateau" not in verdict
