@@ -465,6 +465,30 @@ def _paragraph(text: str, start: str) -> str:
     return found[0]
 
 
+def test_without_phases_the_report_says_why_no_student_ran_and_the_command_it_suggests_runs(flat_run, tmp_path):
+    import shlex
+
+    out, text = flat_run
+    assert "No student has finished yet" not in text
+    assert text.split("\n\n")[1] == ("No student was trained: `two-shot` and `auto` need the teacher's phase "
+                                     "transition, none was detected, so `progdistill run` refuses the students (what "
+                                     "to do: Results). The teacher's part is below.")
+    results = _paragraph(text, "No student was trained. ")
+    assert results.startswith("No student was trained. The methods `two-shot` and `auto` start from the teacher's "
+                              "phase transition"), results
+    command = re.findall(r"`(progdistill run [^`]*)`", results)
+    assert command == ["progdistill run RUN/config.yaml teacher.path=RUN/teacher "
+                       "'students.methods=[ce, {name: progressive, label: fast, speed: 4.0}]' --out NEW"]
+    assert results.endswith("; or train the teacher until it learns (more `teacher.steps`, or a larger "
+                            "`teacher.optim.lr`) and run again in a new folder.")
+    # the suggestion, as a shell would split it, trains the students on this run's teacher
+    argv = [a.replace("RUN", str(out)).replace("NEW", str(tmp_path / "new")) for a in shlex.split(command[0])]
+    assert main(argv[1:] + ["--quiet"]) == 0
+    summary = json.loads((tmp_path / "new" / "summary.json").read_text())
+    assert sorted(summary["methods"]) == ["ce", "fast"]
+    assert summary["teacher"]["checkpoints"] == list(range(0, 401, 50))
+
+
 def test_without_phases_the_teacher_caption_shades_nothing(flat_run):
     caption = _paragraph(flat_run[1], "*Teacher's held-out accuracy")
     assert caption == ("*Teacher's held-out accuracy and loss (log scale) over its training steps (no phase "
