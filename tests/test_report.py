@@ -416,3 +416,87 @@ def test_monomial_verdicts_say_where_the_transition_window_lies_and_call_a_spike
                                    "correlations reach at most 0.0200 (step 500, teacher accuracy 0.500), only 2.0× "
                                    "the off-support ones (0.0100); over the whole trajectory they are highest at step "
                                    "200, before the sharp drop. Likely reason: with d = 50"), text
+
+
+
+FLAT_RECIPE = textwrap.dedent("""
+    name: flat-teacher
+    threads: 1
+    task: {name: parity, d: 14, k: 3, eval_size: 256}
+    teacher:
+      model: {type: mlp, width: 64}
+      steps: 400
+      batch_size: 16
+      optim: {lr: 1.0e-9}
+      eval_every: 25
+      checkpoint_every: 50
+    phases: {metric: accuracy}
+    probe:
+      monomials: {samples: 2048, off_support: 5}
+    students:
+      model: {type: mlp, width: 16}
+      steps: [300]
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      seeds: [0]
+      methods: [ce, {name: progressive, speed: 4, label: fast}, {name: two-shot, checkpoint: middle, switch: 100},
+                auto]
+""")
+
+
+@pytest.fixture(scope="module")
+def flat_run(tmp_path_factory):
+    """A run whose teacher never learns (lr 1e-9: no phase transition is detected) with two methods that
+    need the phases (`two-shot` at the middle of the drop, `auto`): `progdistill run` trains and probes the
+    teacher, then refuses the students; `progdistill report` reports on what there is."""
+    root = tmp_path_factory.mktemp("flat")
+    (root / "flat.yaml").write_text(FLAT_RECIPE)
+    out = root / "run"
+    assert main(["run", str(root / "flat.yaml"), "--out", str(out), "--quiet"]) != 0
+    assert not (out / "students").exists() and (out / "probes" / "teacher_monomials.json").is_file()
+    assert main(["report", str(out)]) == 0
+    return out, (out / "report.md").read_text()
+
+
+def _paragraph(text: str, start: str) -> str:
+    found = [p for p in text.split("\n\n") if p.startswith(start)]
+    assert len(found) == 1, (start, text)
+    return found[0]
+
+
+def test_without_phases_the_report_says_why_no_student_ran_and_the_command_it_suggests_runs(flat_run, tmp_path):
+    import shlex
+
+    out, text = flat_run
+    assert "No student has finished yet" not in text
+    assert text.split("\n\n")[1] == ("No student was trained: `two-shot` and `auto` need the teacher's phase "
+                                     "transition, none was detected, so `progdistill run` refuses the students (what "
+                                     "to do: Results). The teacher's part is below.")
+    results = _paragraph(text, "No student was trained. ")
+    assert results.startswith("No student was trained. The methods `two-shot` and `auto` start from the teacher's "
+                              "phase transition"), results
+    command = re.findall(r"`(progdistill run [^`]*)`", results)
+    assert command == ["progdistill run RUN/config.yaml teacher.path=RUN/teacher "
+                       "'students.methods=[ce, {name: progressive, label: fast, speed: 4.0}]' --out NEW"]
+    assert results.endswith("; or train the teacher until it learns (more `teacher.steps`, or a larger "
+                            "`teacher.optim.lr`) and run again in a new folder.")
+    # the suggestion, as a shell would split it, trains the students on this run's teacher
+    argv = [a.replace("RUN", str(out)).replace("NEW", str(tmp_path / "new")) for a in shlex.split(command[0])]
+    assert main(argv[1:] + ["--quiet"]) == 0
+    summary = json.loads((tmp_path / "new" / "summary.json").read_text())
+    assert sorted(summary["methods"]) == ["ce", "fast"]
+    assert summary["teacher"]["checkpoints"] == list(range(0, 401, 50))
+
+
+def test_without_phases_the_teacher_caption_shades_nothing(flat_run):
+    caption = _paragraph(flat_run[1], "*Teacher's held-out accuracy")
+    assert caption == ("*Teacher's held-out accuracy and loss (log scale) over its training steps (no phase "
+                       "transition was detected, so no drop is shaded).*")
+
+
+def test_without_phases_the_monomial_verdict_expects_no_spike_and_gives_no_transition_reasons(flat_run):
+    verdict = _paragraph(flat_run[1], "**No spike.**")
+    assert ("The teacher had no phase transition (none was detected; Teacher, above), so no spike is expected: the "
+            "spike belongs to the transition's checkpoints.") in verdict
+    assert "Likely reason" not in verdict and "transition comes" not in verdict and "plateau" not in verdict

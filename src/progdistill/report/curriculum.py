@@ -60,8 +60,11 @@ def monomial_verdict(rows: list[dict[str, Any]], peak: dict[str, Any], phases: d
             f"{t['in_mean']:.4f} (step {t['step']:,}, teacher accuracy {t['accuracy']:.3f}), only {ratio:.1f}× the "
             f"off-support ones ({t['off_mean']:.4f}); over the whole trajectory they are highest at step "
             f"{whole['step']:,}{', ' + where if where else ''}. ")
-    reasons = _spike_reasons(recipe)
-    text += "Likely reason: " + "; and ".join(reasons) + "."
+    if phases:
+        text += "Likely reason: " + "; and ".join(_spike_reasons(recipe)) + "."
+    else:  # the reasons are about the transition's timing and size: there was none
+        text += ("The teacher had no phase transition (none was detected; Teacher, above), so no spike is "
+                 "expected: the spike belongs to the transition's checkpoints.")
     if recipe.name != "parity-spike":
         text += (" The `parity-spike` recipe (d = 100, k = 4, width 2000, batch 8, lr 0.08) shows the spike: "
                  "in-support correlations at 5.7–7.9× the off-support ones inside the transition.")

@@ -109,7 +109,12 @@ def _model(m) -> str:
 # --- sections -------------------------------------------------------------------------------------------
 def answer_section(ctx: Context) -> list[Block]:
     """The answer paragraph, the run-health paragraph and the summary figure (the paper's Fig. 1)."""
-    blocks: list[Block] = [Paragraph(answer(ctx.summary)),
+    refused = _methods_refused(ctx)
+    first = answer(ctx.summary) if not refused or ctx.summary["methods"] else (
+        f"No student was trained: {_names(refused)} need{'s' if len(refused) == 1 else ''} the teacher's phase "
+        "transition, none was detected, so `progdistill run` refuses the students (what to do: Results). The "
+        "teacher's part is below.")
+    blocks: list[Block] = [Paragraph(first),
                            Paragraph(health(ctx.summary, ctx.curves, len(ctx.recipe.students.seeds)))]
     probe = _summary_probe(ctx)
     if ctx.curves or probe:
@@ -202,6 +207,9 @@ def setup_section(ctx: Context) -> list[Block]:
 def results_section(ctx: Context) -> list[Block]:
     """The results table with ratios to CE, notes on identical rows, the students' figures."""
     if not ctx.summary["methods"]:
+        refused = _methods_refused(ctx)
+        if refused:
+            return [Heading("Results"), Paragraph(_refused_text(ctx, refused))]
         return [Heading("Results"), Paragraph("No student has finished yet (`progdistill distill` or "
                                               "`progdistill run` trains them).")]
     header, rows = tables.results_table(ctx.summary)
@@ -220,6 +228,66 @@ def results_section(ctx: Context) -> list[Block]:
                                  "Final held-out accuracy against the student's budget: median over seeds, bars = "
                                  "min–max; dotted, the final teacher."))
     return blocks
+
+
+def _names(labels: list[str]) -> str:
+    quoted = [f"`{label}`" for label in labels]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _methods_refused(ctx: Context) -> list[str]:
+    """The run's methods that cannot run on this teacher because its phases were not detected (a checkpoint
+    named relative to the drop, or `auto`): `progdistill run` refuses the students for them. Empty when
+    the phases were found."""
+    from ..schedule import make_schedule
+
+    teacher = ctx.summary["teacher"]
+    if ctx.phases:
+        return []
+    refused = []
+    for method in ctx.recipe.students.methods:
+        for budget in ctx.recipe.students.steps:
+            try:
+                make_schedule(method.model_dump(), teacher.get("checkpoints") or [], None, teacher.get("curve"),
+                              budget)
+            except (ValueError, TypeError) as e:
+                if "needs the teacher's phases" in str(e):
+                    refused.append(method.display)
+                    break
+    return refused
+
+
+def _method_yaml(method) -> str:
+    """A method as a recipe writes it: its bare name, or a flow mapping of the options it sets."""
+    import yaml
+
+    options = method.model_dump(exclude_defaults=True)
+    if not options:
+        return method.name
+    return yaml.safe_dump({"name": method.name, **options}, default_flow_style=True, sort_keys=False,
+                          width=10**6).strip()
+
+
+def _refused_text(ctx: Context, refused: list[str]) -> str:
+    """Why no student was trained (methods that need the teacher's undetected phases), and what to do."""
+    plural = len(refused) > 1
+    text = (f"No student was trained. The method{'s' if plural else ''} {_names(refused)} start{'' if plural else 's'} "
+            "from the teacher's phase transition (a checkpoint named relative to its sharp drop, or `auto`), and "
+            "none was detected in this teacher (Teacher, below), so `progdistill run` refuses the students.")
+    rest = [m for m in ctx.recipe.students.methods if m.display not in refused]
+    if ctx.recipe.teacher.path:  # the teacher came from outside: this run has no teacher folder to reuse
+        reuse, retrain = "", "use a teacher trajectory that has a transition"
+    else:
+        reuse = " teacher.path=RUN/teacher"
+        retrain = ("train the teacher until it learns (more `teacher.steps`, or a larger `teacher.optim.lr`) and "
+                   "run again in a new folder")
+    if not rest:
+        return text + f" To compare the methods, {retrain}."
+    methods = "[" + ", ".join(_method_yaml(m) for m in rest) + "]"
+    return (text + f" Either run the method{'s' if len(rest) > 1 else ''} that need no phases "
+            f"({_names([m.display for m in rest])}) on this same teacher, in a new folder"
+            f"{' that reuses its checkpoints' if reuse else ''} (RUN is this run's folder): `progdistill run "
+            f"RUN/config.yaml{reuse} 'students.methods={methods}' --out NEW`; or {retrain}.")
 
 
 def teacher_section(ctx: Context) -> list[Block]:
@@ -241,10 +309,11 @@ def teacher_section(ctx: Context) -> list[Block]:
     if oracle:
         text += (f" The grammar's Bayes-optimal predictor (exact inside-outside, same held-out masks) has accuracy "
                  f"{oracle['eval']['accuracy']:.3f} and loss {oracle['eval']['loss']:.4f}.")
-    return [Heading("Teacher"), Paragraph(text),
-            ctx.figure(plots.teacher_figure(ctx.summary), "teacher",
-                       "Teacher's held-out accuracy and loss (log scale) over its training steps; shaded, the "
-                       "detected sharp drop; vertical lines, the checkpoints the phase references resolve to.")]
+    caption = ("Teacher's held-out accuracy and loss (log scale) over its training steps; shaded, the detected "
+               "sharp drop; vertical lines, the checkpoints the phase references resolve to." if p else
+               "Teacher's held-out accuracy and loss (log scale) over its training steps (no phase transition was "
+               "detected, so no drop is shaded).")
+    return [Heading("Teacher"), Paragraph(text), ctx.figure(plots.teacher_figure(ctx.summary), "teacher", caption)]
 
 
 def monomials_section(ctx: Context) -> list[Block]:
