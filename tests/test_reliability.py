@@ -436,7 +436,7 @@ TERMINATED = textwrap.dedent("""
     task: {name: parity, d: 12, k: 2, eval_size: 256}
     teacher:
       model: {type: mlp, width: 64}
-      steps: 3000
+      steps: 4000
       batch_size: 16
       optim: {lr: 0.1}
       eval_every: 50
@@ -470,10 +470,12 @@ def _children(pid):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
-def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results(tmp_path):
-    """`kill PID` (SIGTERM: timeout, docker stop, Slurm) while the teacher trains and its probes run in a
-    worker beside it: one line, exit status 143 (128 + 15), no leaked-semaphore warning, no worker process
-    and no temporary folder left; the same command again finishes with an uninterrupted run's results."""
+@pytest.mark.parametrize("group", [False, True])
+def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results(tmp_path, group):
+    """SIGTERM while the teacher trains and its probes run in a worker beside it, to the main process
+    (`kill PID`, timeout, docker stop) or to its whole process group, workers included (Slurm): one line,
+    exit status 143 (128 + 15), no leaked-semaphore warning, no worker process and no temporary folder
+    left; the same command again finishes with an uninterrupted run's results."""
     import signal
     import subprocess
     import sys
@@ -491,10 +493,11 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results
         return [sys.executable, "-m", "progdistill", "run", str(recipe), "--out", str(out), "--quiet"]
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(command(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     try:
         deadline = time.monotonic() + 120
-        while not (run / "teacher" / "checkpoint-250" / "meta.json").is_file():
+        while not (run / "teacher" / "checkpoint-1500" / "meta.json").is_file():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         assert not (run / "teacher" / "curve.json").exists()  # the teacher is still training
@@ -502,7 +505,10 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results
         assert workers  # the run's worker processes (and multiprocessing's resource tracker)
         if (os.cpu_count() or 1) >= 2:  # a core free beside the teacher: its probes run in a worker
             assert [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]
-        proc.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -515,6 +521,8 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)]
     assert not [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]
+    if group:
+        return  # resuming is the same after either
 
     resumed = subprocess.run(command(run), env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
