@@ -181,6 +181,39 @@ def test_an_interruption_is_said_on_a_line_of_its_own(drawn, monkeypatch, capsys
         assert err == said
 
 
+def test_sigterm_in_main_is_one_line_and_exit_143_and_the_handler_is_restored(monkeypatch, capsys):
+    """SIGTERM while a command runs raises Terminated in the main thread (a `finally` inside the command
+    runs); main says so on one line, returns 143 (128 + 15) and puts back the SIGTERM handler it found."""
+    import os
+    import signal
+    import time
+
+    import progdistill.cli as cli
+
+    cleaned = []
+
+    def terminated(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler interrupts this at once
+        finally:
+            cleaned.append(True)
+
+    def mine(signum, frame):
+        raise AssertionError("not expected")
+
+    monkeypatch.setattr(cli, "cmd_recipes", terminated)
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        began = time.monotonic()
+        assert main(["recipes"]) == 143
+        assert time.monotonic() - began < 20 and cleaned == [True]
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == "terminated; run the same command again to resume\n"
+
+
 @pytest.mark.parametrize("bar", ["closed", "open"])
 def test_an_error_after_a_progress_bar_starts_its_own_line(bar, monkeypatch, capsys):
     """A bar writes `\r` lines; the error after it (a bar closed on the way out, as group training's is, or

@@ -179,6 +179,36 @@ def test_ctrl_c_interrupts_a_job_and_an_idle_worker_ignores_it(capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_sigterm_interrupts_a_running_job_so_the_pool_shuts_down_at_once(capfd):
+    """SIGTERM to the main process alone (`kill PID`): Terminated there, and the job running in a worker is
+    interrupted too (SIGINT forwarded, as Ctrl-C sends it to every process), so closing the pool does not
+    wait for the job to end."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from progdistill.processes import Terminated, sigterm_as_interrupt
+
+    executor = LocalProcesses(2)
+    try:
+        with sigterm_as_interrupt():
+            executor.start()
+            workers = list(executor._pool._processes)
+            assert set(executor.map(os.getpid, [()] * 4)) <= set(workers)  # started: a job starts at once
+            began = time.monotonic()
+            threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            with pytest.raises(Terminated):
+                executor.map(time.sleep, [(60,)])
+    finally:
+        executor.close()
+    assert time.monotonic() - began < 30
+    for pid in workers:  # closed: the workers have exited
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_probes_run_beside_the_teacher_and_give_the_same_file(tmp_path, monkeypatch):
     """With local workers and a core free beside the teacher's, `run` probes the teacher's checkpoints
     while it trains (EarlyProbes); the probe file is the one probing after the teacher gives."""

@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import textwrap
 
 import pytest
 
@@ -426,3 +427,114 @@ def test_the_same_tensors_and_metadata_saved_twice_give_the_same_bytes(tmp_path)
     loaded, meta = load_tensors_and_metadata(tmp_path / "0.safetensors")
     assert meta == metadata and loaded.keys() == tensors.keys()
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+
+TERMINATED = textwrap.dedent("""
+    name: tiny-terminated
+    threads: 1
+    workers: 2
+    task: {name: parity, d: 12, k: 2, eval_size: 256}
+    teacher:
+      model: {type: mlp, width: 64}
+      steps: 4000
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 50
+      checkpoint_every: 250
+    phases: {metric: accuracy}
+    probe: {monomials: {samples: 2000, off_support: 5}}
+    students:
+      model: {type: mlp, width: 16}
+      steps: 150
+      batch_size: 16
+      optim: {lr: 0.1}
+      eval_every: 25
+      seeds: [0]
+      methods: [ce, one-shot]
+    report: {target: 0.9}
+""")
+
+
+def _children(pid):
+    """The pids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().split(")")[-1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("group", [False, True])
+def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results(tmp_path, group):
+    """SIGTERM while the teacher trains and its probes run in a worker beside it, to the main process
+    (`kill PID`, timeout, docker stop) or to its whole process group, workers included (Slurm): one line,
+    exit status 143 (128 + 15), no leaked-semaphore warning, no worker process and no temporary folder
+    left; the same command again finishes with an uninterrupted run's results."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TERMINATED)
+    temp = tmp_path / "tmp"  # this run's own TMPDIR: EarlyProbes' folder is made there
+    temp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(temp),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+
+    def command(out):
+        return [sys.executable, "-m", "progdistill", "run", str(recipe), "--out", str(out), "--quiet"]
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(command(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "teacher" / "checkpoint-1500" / "meta.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        assert not (run / "teacher" / "curve.json").exists()  # the teacher is still training
+        workers = _children(proc.pid)
+        assert workers  # the run's worker processes (and multiprocessing's resource tracker)
+        if (os.cpu_count() or 1) >= 2:  # a core free beside the teacher: its probes run in a worker
+            assert [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err == "terminated; run the same command again to resume\n"
+    assert "report:" not in out
+    deadline = time.monotonic() + 20  # workers exit as the pool shuts down, the resource tracker after
+    while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)]
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]
+    if group:
+        return  # resuming is the same after either
+
+    resumed = subprocess.run(command(run), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    straight = subprocess.run(command(reference), env=env, capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+    assert resumed.stdout.replace(str(run), "") == straight.stdout.replace(str(reference), "")
+
+    def methods(folder):
+        return json.loads((folder / "summary.json").read_text())["methods"]
+
+    assert methods(run) == methods(reference)
+    assert ((run / "probes" / "teacher_monomials.json").read_bytes()
+            == (reference / "probes" / "teacher_monomials.json").read_bytes())
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]

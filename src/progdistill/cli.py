@@ -11,7 +11,7 @@ from typing import NoReturn
 from . import __version__
 from .config import RecipeError, in_recipe, load_recipe, recipe_names, recipe_text
 from .io import CheckpointError
-from .processes import keep_freed_memory
+from .processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 _OVERRIDES = "key=value overrides of recipe entries, dotted paths, values in YAML (e.g. teacher.steps=2000 " \
              "students.seeds=[0,1] students.methods.2.speed=2)"
@@ -416,28 +416,32 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     stderr = sys.stderr
     sys.stderr = _LineTracking(stderr)  # for an error after a progress bar (`_error`)
-    try:
-        from .distributed import is_distributed
+    with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: Terminated, a KeyboardInterrupt
+        try:
+            from .distributed import is_distributed
 
-        if is_distributed() and args.command != "teacher":
-            raise RecipeError(f"torchrun: only `progdistill teacher` trains data-parallel, not `{args.command}` "
-                              "(run the other stages in one process; --jobs / --executor ray spread students)")
-        args.fn(args)
-    except (RecipeError, CheckpointError, ValueError) as e:
-        message = str(e)
-        if isinstance(e, RecipeError) and e.keys and isinstance(getattr(args, "recipe", None), str):
-            message = in_recipe(e, args.recipe, args.overrides)  # a key of a valid recipe: say which recipe
-        _error(one_line(message))
-        return 2
-    except OSError as e:  # a path the system refuses before anything is written (a name too long, ...)
-        where = f"{e.filename}: " if e.filename is not None else ""
-        _error(one_line(where + (e.strerror or str(e))))
-        return 2
-    except KeyboardInterrupt:
-        _say("interrupted; run the same command again to resume")
-        return 130
-    finally:
-        sys.stderr = stderr
+            if is_distributed() and args.command != "teacher":
+                raise RecipeError(f"torchrun: only `progdistill teacher` trains data-parallel, not `{args.command}` "
+                                  "(run the other stages in one process; --jobs / --executor ray spread students)")
+            args.fn(args)
+        except (RecipeError, CheckpointError, ValueError) as e:
+            message = str(e)
+            if isinstance(e, RecipeError) and e.keys and isinstance(getattr(args, "recipe", None), str):
+                message = in_recipe(e, args.recipe, args.overrides)  # a key of a valid recipe: say which recipe
+            _error(one_line(message))
+            return 2
+        except OSError as e:  # a path the system refuses before anything is written (a name too long, ...)
+            where = f"{e.filename}: " if e.filename is not None else ""
+            _error(one_line(where + (e.strerror or str(e))))
+            return 2
+        except KeyboardInterrupt as e:
+            if isinstance(e, Terminated):
+                _say("terminated; run the same command again to resume")
+                return 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+            _say("interrupted; run the same command again to resume")
+            return 130
+        finally:
+            sys.stderr = stderr
     return 0
 
 

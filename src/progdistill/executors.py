@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm as tqdm_std
 from tqdm.auto import tqdm
 
 from .processes import die_with_parent, keep_freed_memory
@@ -108,6 +109,10 @@ def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches a worker only inside a job (`_job`)
     die_with_parent()
     keep_freed_memory()
+    # jobs draw no progress bar: a thread lock for tqdm, not its default multiprocessing one, a named
+    # semaphore that a worker ended by SIGTERM (to the process group: Slurm) leaves to the resource
+    # tracker's "leaked semaphore" warning
+    tqdm_std.set_lock(threading.RLock())
     import progdistill.experiment  # noqa: F401
     import torch._dynamo  # noqa: F401  (what a job's first torch optimizer would import: ~2 s)
 

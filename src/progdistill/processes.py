@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def die_with_parent() -> None:
@@ -29,6 +31,41 @@ def die_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, `docker stop`, Slurm) received by the main process, raised in its main
+    thread (`sigterm_as_interrupt`). A KeyboardInterrupt, so that it unwinds as Ctrl-C does: every
+    `finally` and context manager runs (worker processes stop, temporary folders go, the lock is freed)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler: do what a terminal's Ctrl-C does to the process group, SIGINT to this process's
+    worker processes (a job running in one is interrupted, an idle one ignores it: see executors), so the
+    pools shut down at once, then raise Terminated here."""
+    mp = sys.modules.get("multiprocessing")
+    for child in mp.active_children() if mp is not None else []:
+        try:
+            os.kill(child.pid, signal.SIGINT)
+        except OSError:  # exited meanwhile
+            pass
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """For the length of a `with` block in the main thread, SIGTERM raises Terminated (see `_terminated`)
+    instead of ending the process at once; the previous handler is restored afterwards. Elsewhere (another
+    thread, where Python cannot set handlers) it changes nothing. Worker processes spawned meanwhile start
+    with SIGTERM's default action (exec resets a handled signal), which a broken pool's shutdown relies on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # glibc's mallopt parameters (malloc.h)
