@@ -251,3 +251,29 @@ def test_a_refused_schedule_names_its_method_once(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never falls "
         "(rises, for accuracy): no phase transition to detect; teacher_phases.json)\n")
+
+
+@pytest.mark.parametrize("cores, threads, refused", [(2, 9, True), (2, 8, False), (1, 5, True), (1, 4, False),
+                                                     (2, 100000, True)])
+def test_threads_beyond_four_per_core_are_refused_before_writing(tmp_path, capsys, monkeypatch, cores, threads,
+                                                                  refused):
+    """More than 4 torch threads per core only slows PyTorch down, and tens of thousands crash OpenMP
+    (a segfault): refused, naming the cores, before any file is written."""
+    from progdistill.preflight import check_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if refused:
+        _refused([f"threads={threads}"], tmp_path, capsys, "^" + re.escape(
+            f"error: parity-mlp-small: override threads={threads}: threads: {threads} is more than 4x this "
+            f"machine's {cores} core{'s' if cores > 1 else ''} (more threads than cores only slow PyTorch down)\n") + "$")
+    else:
+        check_threads(load_recipe("parity-mlp-small", [f"threads={threads}"]))
+
+
+def test_the_shipped_recipes_run_on_a_machine_of_one_core(monkeypatch):
+    from progdistill.config import recipe_names
+    from progdistill.preflight import check_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    for name in recipe_names():
+        check_threads(load_recipe(name))

@@ -26,7 +26,7 @@ from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probing import EarlyProbes, probe_rows, probe_steps
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
-                        check_sizes, check_trajectory, schedule_error)
+                        check_sizes, check_threads, check_trajectory, schedule_error)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
@@ -38,6 +38,7 @@ from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
 
 
 def _set_threads(recipe: Recipe) -> None:
+    check_threads(recipe)  # before torch starts that many threads
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
 
@@ -85,6 +86,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     same recipe if its config, read by this version (which fills in keys added since with their defaults), equals
     this one. Nothing is written before every check has passed."""
     require_device(recipe.device)
+    check_threads(recipe)
     out = Path(out)
     check_names(out)
     if out.exists() and not out.is_dir():
