@@ -507,3 +507,19 @@ def test_every_seed_key_documents_its_bound(capsys):
     assert {path: type_ for path, type_ in seeds.items() if "≥ 0" not in type_} == {}
     assert main(["recipes", "--keys", "students.seeds"]) == 0
     assert capsys.readouterr().out.startswith("students.seeds\n    list of int ≥ 0 (length ≥ 1); default required\n")
+
+
+def test_the_cuda_message_points_to_the_readme_section_that_says_how_to_install_cuda_pytorch(monkeypatch):
+    """The message names a README section by its heading, and that section says how to install a CUDA build."""
+    from pathlib import Path
+
+    from progdistill.experiment import require_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RecipeError, match=r"install a CUDA build of PyTorch \(README, section \"([^\"]+)\"\)$") as e:
+        require_device("cuda")
+    heading = re.search(r'section "([^"]+)"', str(e.value)).group(1)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sections = dict(re.findall(r"^## (.+)\n((?:(?!^## ).*\n)*)", readme, flags=re.M))
+    assert heading in sections, sorted(sections)
+    assert "install the CUDA build of PyTorch" in sections[heading]

@@ -51,8 +51,8 @@ def require_device(device: str) -> None:
         if count <= int(index or 0):
             why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
                    else f"{count} CUDA device(s) visible")
-            raise RecipeError(f"device: {device!r} is not available: {why}; override device=cpu (small "
-                              f"sizes) or install a CUDA build of PyTorch (README, Install)", keys=("device",))
+            raise RecipeError(f"device: {device!r} is not available: {why}; override device=cpu (small sizes) or "
+                              'install a CUDA build of PyTorch (README, section "Two commands")', keys=("device",))
     elif kind == "mps" and not torch.backends.mps.is_available():
         raise RecipeError("device: 'mps' is not available on this machine; override device=cpu", keys=("device",))
 
