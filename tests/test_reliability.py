@@ -426,3 +426,23 @@ def test_the_same_tensors_and_metadata_saved_twice_give_the_same_bytes(tmp_path)
     loaded, meta = load_tensors_and_metadata(tmp_path / "0.safetensors")
     assert meta == metadata and loaded.keys() == tensors.keys()
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+
+def test_report_on_a_folder_without_a_finished_teacher_leaves_it_untouched(tmp_path, capsys):
+    """The refusal comes before the lock: no .lock is created, no file is rewritten."""
+    from test_config_cli import TINY
+
+    from progdistill.experiment import prepare_run
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    from progdistill.runlock import unlock_run_folder
+
+    out = prepare_run(load_recipe(str(recipe)), tmp_path / "run")  # run.json, no teacher yet
+    unlock_run_folder(out)  # prepare_run took the lock in this process: release it as its process would
+    (out / ".lock").unlink(missing_ok=True)  # a folder copied without its lock file
+    before = _files(out)
+    assert main(["report", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {out}: the teacher has not finished training; nothing to report yet "
+                                       "(`progdistill teacher` or `progdistill run` trains it)\n")
+    assert _files(out) == before
