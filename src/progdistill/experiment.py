@@ -590,7 +590,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
     for job in pending:
         state = student_folder(out, job[0].display, job[1], job[2]) / "state" / "state.json"
-        start = read_state(state.parent).get("step", 0) if state.is_file() else 0  # unreadable: refused, as its resume would
+        start = read_state(state.parent).get("step", 0) if state.is_file() else 0  # unreadable: refused, as resume
         parts.setdefault((start, job[2]) if padded else (start,), []).append(job)
     order = {m.display: i for i, m in enumerate(s.methods)}
     groups = []
