@@ -483,3 +483,43 @@ def test_probe_inputs_beyond_memory_name_the_override_and_the_sizes_that_multipl
                         r"100,000 inputs of 100,000,000 signs need about 36\.4 TiB, more than the [\d.,]+ [KMG]iB of "
                         r"memory available\n", err), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("students.seeds=[-1]", "students.seeds.0"), ("students.seeds=-1", "students.seeds.0"),
+    ("teacher.seed=-3", "teacher.seed"), ("students.sweep={switch: 1, seeds: [0, -2]}", "students.sweep.seeds.1"),
+    ("task.seed=-1", "task.seed"), ("probe.monomials.seed=-1", "probe.monomials.seed"),
+])
+def test_a_negative_seed_is_refused_before_anything_is_written(tmp_path, capsys, override, key):
+    """A negative seed trained into seed--1 folders; it is a validation error naming the key."""
+    out = tmp_path / "x"
+    assert main(["run", "parity-mlp-small", "--out", str(out), override]) == 2
+    assert capsys.readouterr().err == (f"error: parity-mlp-small: override {override}: {key}: Input should be "
+                                       "greater than or equal to 0\n")
+    assert not out.exists()
+
+
+def test_every_seed_key_documents_its_bound(capsys):
+    from progdistill.recipe_keys import recipe_keys
+
+    seeds = {k.path: k.type for k in recipe_keys() if k.path.rsplit(".", 1)[-1] in ("seed", "seeds")}
+    assert {"task.seed", "teacher.seed", "students.seeds", "students.sweep.seeds", "probe.monomials.seed"} <= set(seeds)
+    assert {path: type_ for path, type_ in seeds.items() if "≥ 0" not in type_} == {}
+    assert main(["recipes", "--keys", "students.seeds"]) == 0
+    assert capsys.readouterr().out.startswith("students.seeds\n    list of int ≥ 0 (length ≥ 1); default required\n")
+
+
+def test_the_cuda_message_points_to_the_readme_section_that_says_how_to_install_cuda_pytorch(monkeypatch):
+    """The message names a README section by its heading, and that section says how to install a CUDA build."""
+    from pathlib import Path
+
+    from progdistill.experiment import require_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RecipeError, match=r"install a CUDA build of PyTorch \(README, section \"([^\"]+)\"\)$") as e:
+        require_device("cuda")
+    heading = re.search(r'section "([^"]+)"', str(e.value)).group(1)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sections = dict(re.findall(r"^## (.+)\n((?:(?!^## ).*\n)*)", readme, flags=re.M))
+    assert heading in sections, sorted(sections)
+    assert "install the CUDA build of PyTorch" in sections[heading]

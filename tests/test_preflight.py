@@ -229,7 +229,7 @@ def test_phases_not_found_are_said_with_the_detectors_reason(tmp_path, capsys):
                  "students.steps=20", "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err == (
         "error: students: method 'progressive-from-drop': start 'drop_start' needs the teacher's phases, which were "
-        "not detected ('accuracy' never falls (rises, for accuracy): no phase transition to detect; "
+        "not detected ('accuracy' never rises: no phase transition to detect; "
         "teacher_phases.json)\n")
     assert not (out / "students").exists()
 
@@ -250,8 +250,8 @@ def test_a_refused_schedule_names_its_method_once(tmp_path, capsys):
     assert main(["run", "parity-mlp-small", *TINY, "teacher.steps=200", "teacher.optim.lr=1e-12", "students.seeds=[0]",
                  "students.steps=20", "students.methods=[ce, auto]", "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err == (
-        "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never falls "
-        "(rises, for accuracy): no phase transition to detect; teacher_phases.json)\n")
+        "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never rises: "
+        "no phase transition to detect; teacher_phases.json)\n")
 
 
 @pytest.mark.parametrize("damage", ["truncated result", "result not an object", "truncated curve"])
@@ -299,3 +299,29 @@ def test_a_run_of_other_methods_names_them_and_how_to_reuse_its_teacher(tmp_path
                  "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err == (f"error: {out} holds a run of a different config (teacher.steps: 40 -> 60); "
                                        "choose another --out or delete it\n")
+
+
+@pytest.mark.parametrize("cores, threads, refused", [(2, 9, True), (2, 8, False), (1, 5, True), (1, 4, False),
+                                                     (2, 100000, True)])
+def test_threads_beyond_four_per_core_are_refused_before_writing(tmp_path, capsys, monkeypatch, cores, threads,
+                                                                  refused):
+    """More than 4 torch threads per core only slows PyTorch down, and tens of thousands crash OpenMP
+    (a segfault): refused, naming the cores, before any file is written."""
+    from progdistill.preflight import check_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if refused:
+        _refused([f"threads={threads}"], tmp_path, capsys, "^" + re.escape(
+            f"error: parity-mlp-small: override threads={threads}: threads: {threads} is more than 4x this "
+            f"machine's {cores} core{'s' if cores > 1 else ''} (more threads than cores only slow PyTorch down)\n") + "$")
+    else:
+        check_threads(load_recipe("parity-mlp-small", [f"threads={threads}"]))
+
+
+def test_the_shipped_recipes_run_on_a_machine_of_one_core(monkeypatch):
+    from progdistill.config import recipe_names
+    from progdistill.preflight import check_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    for name in recipe_names():
+        check_threads(load_recipe(name))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 import textwrap
 
@@ -538,3 +539,69 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes_to_the_same_results
     assert ((run / "probes" / "teacher_monomials.json").read_bytes()
             == (reference / "probes" / "teacher_monomials.json").read_bytes())
     assert not [p.name for p in temp.iterdir() if p.name.startswith("progdistill-")]
+
+
+def test_report_on_a_folder_without_a_finished_teacher_leaves_it_untouched(tmp_path, capsys):
+    """The refusal comes before the lock: no .lock is created, no file is rewritten."""
+    from test_config_cli import TINY
+
+    from progdistill.experiment import prepare_run
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    from progdistill.runlock import unlock_run_folder
+
+    out = prepare_run(load_recipe(str(recipe)), tmp_path / "run")  # run.json, no teacher yet
+    unlock_run_folder(out)  # prepare_run took the lock in this process: release it as its process would
+    (out / ".lock").unlink(missing_ok=True)  # a folder copied without its lock file
+    before = _files(out)
+    assert main(["report", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {out}: the teacher has not finished training; nothing to report yet "
+                                       "(`progdistill teacher` or `progdistill run` trains it)\n")
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("part", ["teacher", "students"])
+def test_an_empty_state_json_says_how_to_restart_and_the_restart_gives_the_same_results(tmp_path, capsys,
+                                                                                         monkeypatch, part):
+    """A model's empty state.json stops the resume naming it and saying to delete its state/ folder; done,
+    the model trains again from step 0 and the run ends with the summary of a run never interrupted."""
+    from progdistill import trainer
+    from progdistill.runlock import unlock_run_folder
+    from test_config_cli import TINY
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    small = ["--quiet", "teacher.steps=100", "students.steps=40", "students.methods=[ce, one-shot]",
+             "students.seeds=0", "students.group_size=1", "students.eval_every=10"]
+    assert main(["run", str(recipe), "--out", str(tmp_path / "whole"), *small]) == 0
+
+    class Killed(Exception):
+        pass
+
+    real = trainer.Run.save_state
+
+    def save_then_die(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if part in self.out.relative_to(out).parts:
+            raise Killed
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(trainer.Run, "save_state", save_then_die)
+    with pytest.raises(Killed):
+        main(["run", str(recipe), "--out", str(out), *small])
+    monkeypatch.undo()
+    unlock_run_folder(out)  # the killed run ran in this process: end it as its process would
+    states = list(out.glob("**/state/state.json"))
+    assert len(states) == 1 and part in states[0].relative_to(out).parts
+    states[0].write_text("")  # empty, as a full disk or a crash of the filesystem can leave it
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {states[0]}: not valid JSON (truncated or corrupt?): ") and err.endswith(
+        f"; delete {states[0].parent} to train this model again from step 0 (its checkpoints are written anew)\n")
+    assert err.count("\n") == 1
+    shutil.rmtree(states[0].parent)  # what the message says
+    assert main(["run", str(recipe), "--out", str(out), *small]) == 0
+    whole, cut = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "cut"))
+    assert cut == whole

@@ -274,7 +274,7 @@ def test_without_phases_the_summary_caption_does_not_speak_of_a_drop(run, tmp_pa
     assert "Shaded: the teacher's sharp drop." in (out / "report.md").read_text()
 
     def no_transition(*args, **kwargs):
-        raise ValueError("'accuracy' never falls (rises, for accuracy): no phase transition to detect")
+        raise ValueError("'accuracy' never rises: no phase transition to detect")
 
     monkeypatch.setattr(experiment, "detect_phases", no_transition)
     assert main(["report", str(out)]) == 0

@@ -512,8 +512,11 @@ def test_phase_detection_edge_cases_by_hand():
     # rate(i) = 1 for i in [1000 - h, 1000]; the loss reaches 1/2 only at the last point
     assert detect_phases(last, skip=0.0).to_dict() == {"drop_start": 9750, "drop_end": 10000, "middle": 10000,
                                                         "metric": "loss"}
-    with pytest.raises(ValueError, match=r"^'accuracy' never falls \(rises, for accuracy\): no phase transition"):
-        detect_phases(last, "accuracy")
+    with pytest.raises(ValueError, match=r"^'accuracy' never rises: no phase transition to detect$"):
+        detect_phases(last, "accuracy")  # constant
+    rising = [{"step": s, "loss": s / 10000} for s in steps]
+    with pytest.raises(ValueError, match=r"^'loss' never falls: no phase transition to detect$"):
+        detect_phases(rising, skip=0.0)
     step = [{"step": s, "loss": 1.0 if s < 5000 else 0.0} for s in steps]
     assert detect_phases(step[::250], skip=0.0).metric == "loss"  # 5 points: enough
     # 4 points: enough. Loss 1, 1, 0, 0 at 0, 3000, 6000, 9000: a ramp from grid point 333.3 to 666.7

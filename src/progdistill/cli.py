@@ -173,8 +173,15 @@ def cmd_report(args) -> None:
     if not (out / "run.json").is_file():
         raise RecipeError(f"report: {out} is not a run folder (it has no run.json)")
     recipe = validate(read_run_json(out)["config"], str(out / "run.json"))  # refused before any file is written
+    if not recipe.teacher.path and not (out / "teacher" / "curve.json").is_file():  # before the lock: a refusal
+        _no_teacher_yet(out)  # leaves the folder as it was (no .lock created or rewritten)
     with run_folder_locked(out):  # it writes summary.json, the report, ...: not while a run writes them
         _report(args, out, recipe)
+
+
+def _no_teacher_yet(out: Path) -> NoReturn:
+    raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "
+                      f"(`progdistill teacher` or `progdistill run` trains it)")
 
 
 def _report(args, out: Path, recipe) -> None:
@@ -183,8 +190,7 @@ def _report(args, out: Path, recipe) -> None:
 
     traj = finished_teacher(recipe, out)
     if traj is None:
-        raise RecipeError(f"{out}: the teacher has not finished training; nothing to report yet "
-                          f"(`progdistill teacher` or `progdistill run` trains it)")
+        _no_teacher_yet(out)
     summary = summarize(recipe, out, traj, teacher_phases(recipe, traj, out))
     path = write_report(recipe, out, summary)
     print(f"report: {path} and {path.with_suffix('.html')}", file=sys.stderr if args.json else sys.stdout)

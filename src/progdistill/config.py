@@ -76,7 +76,7 @@ class ParityTaskConfig(Strict):
     num_labels: int = Field(2, ge=2, description="2 = sparse parity; 2^m = hierarchical variant")
     train_size: int | None = Field(None, ge=1, description="fixed training set (finite-sample mode)")
     eval_size: int = Field(4096, ge=1, description="held-out examples (disjoint from training when d <= 62)")
-    seed: int = Field(0, description="defines the problem: random support, held-out set")
+    seed: int = Field(0, ge=0, description="defines the problem: random support, held-out set")
 
     @model_validator(mode="after")
     def _check(self) -> "ParityTaskConfig":
@@ -96,7 +96,7 @@ class GenerateSpec(Strict):
     rules_per_symbol: int = Field(2, ge=1, le=10_000, description="rules per non-terminal, uniform probabilities")
     rhs_lengths: tuple[int, ...] = Field((2, 3), description="lengths a rule's right-hand side may have (1 to 64)")
     terminals: int = Field(3, ge=1, le=100_000, description="terminal symbols (the vocabulary of sentences)")
-    seed: int = Field(0, description="seed of the generated rules")
+    seed: int = Field(0, ge=0, description="seed of the generated rules")
 
     @field_validator("rhs_lengths")
     @classmethod
@@ -131,7 +131,7 @@ class _PCFGTask(Strict):
     grammar: GrammarSpec = Field(description="the grammar: a file (path) or generated (generate)")
     max_len: int | None = Field(None, ge=1, description="longest sentence (terminals); default: 99.9th percentile")
     eval_size: int = Field(1024, ge=1, description="held-out sentences")
-    seed: int = Field(0, description="defines the held-out set")
+    seed: int = Field(0, ge=0, description="defines the held-out set")
 
 
 class PCFGMLMTaskConfig(_PCFGTask):
@@ -176,7 +176,7 @@ class TextMLMTaskConfig(Strict):
     mask_token_prob: float = Field(0.8, ge=0, le=1, description="of those, the fraction replaced by [MASK]")
     random_token_prob: float = Field(0.1, ge=0, le=1, description="of those, the fraction replaced by a random "
                                      "token (the rest stay as they are)")
-    seed: int = Field(0, description="defines the split by document, the held-out set and its mask")
+    seed: int = Field(0, ge=0, description="defines the split by document, the held-out set and its mask")
 
     @model_validator(mode="after")
     def _check(self) -> "TextMLMTaskConfig":
@@ -194,7 +194,7 @@ class TensorsTaskConfig(Strict):
                       "eval_inputs, eval_targets")
     eval_fraction: float | None = Field(None, gt=0, lt=1, description="without eval_* tensors in the file: hold "
                                         "out this fraction of the training examples (a permutation seeded by seed)")
-    seed: int = Field(0, description="defines the held-out split")
+    seed: int = Field(0, ge=0, description="defines the held-out split")
     eval_batch_size: int = Field(1024, ge=1, description="held-out examples per evaluation batch")
     model_io: dict[str, int] = Field({}, description="model inputs and outputs to set (pad_id, ...) or override; "
                                      "the rest is inferred from the tensors")
@@ -367,7 +367,7 @@ class TeacherSection(Strict):
     checkpoint_every: int | None = Field(None, ge=1, description="save a checkpoint every n steps (the trajectory; "
                                          "needed unless path is given)")
     log_checkpoints: int = Field(0, ge=0, description="extra log-spaced early checkpoints")
-    seed: int = Field(0, description="initialisation and training data of the teacher")
+    seed: int = Field(0, ge=0, description="initialisation and training data of the teacher")
     path: str | list[str] | None = Field(None, description="use this trajectory instead of training a teacher: a "
                                          "progdistill teacher folder, a transformers.Trainer output folder of "
                                          "checkpoint-N, or a list of hub repo@revision entries (local cache only)")
@@ -464,7 +464,7 @@ class SweepSection(Strict):
     switch: int = Field(ge=0, description="student step at which the final teacher takes over")
     checkpoints: list[int] | None = Field(None, description="teacher steps (default: every saved one)")
     budget: int | None = Field(None, ge=1, description="student steps (default: the first budget)")
-    seeds: list[int] | None = Field(None, description="default: the students' seeds")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="default: the students' seeds")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -480,8 +480,8 @@ class StudentsSection(Strict):
     optim: OptimSection = Field(OptimSection(), description="optimizer and learning-rate schedule")
     kd: KDSection = Field(KDSection(), description="the distillation loss")
     eval_every: int = Field(100, ge=1, description="held-out evaluation every n steps (the curve)")
-    seeds: list[int] = Field(min_length=1, description="one student per seed (its initialisation and data); a "
-                             "single number means [that number]")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="one student per seed (its "
+                                                     "initialisation and data); a single number means [that number]")
     methods: list[Method] = Field(min_length=1, description="teacher schedules to compare, each chosen by name "
                                   "(a bare name uses the defaults)")
     probe_final: list[str] = Field([], description="probes (configured under probe:) to run on every final student")
@@ -522,7 +522,7 @@ class MonomialProbe(Strict):
     samples: int = Field(100_000, ge=1000, description="random inputs per estimate (the whole cube when d is small)")
     off_support: int = Field(100, ge=1, description="off-support sets per degree")
     degrees: list[int] | None = Field(None, description="degrees to probe (default: 1..k)")
-    seed: int = Field(0, description="inputs and off-support sets")
+    seed: int = Field(0, ge=0, description="inputs and off-support sets")
 
 
 class NgramProbe(Strict):
@@ -536,7 +536,7 @@ class NonterminalProbe(Strict):
     test_sentences: int = Field(256, ge=1, description="held-out sentences it is scored on")
     steps: int = Field(300, ge=1, description="training steps of the probe")
     boundaries_only: bool = Field(False, description="also score only at span boundaries")
-    seed: int = Field(0, description="probe initialisation and sentences")
+    seed: int = Field(0, ge=0, description="probe initialisation and sentences")
 
 
 class ProbeSection(Strict):

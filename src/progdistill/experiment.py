@@ -26,18 +26,19 @@ from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probing import EarlyProbes, probe_rows, probe_steps
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
-                        check_sizes, check_student_results, check_trajectory, schedule_error)
+                        check_sizes, check_student_results, check_threads, check_trajectory, schedule_error)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
 from .runlock import lock_run_folder, unlock_run_folder
 from .schedule import make_schedule, resolve_checkpoint
 from .tasks import Task, build_task
-from .trainer import KDConfig, OptimConfig, TrainConfig, checkpoint_steps, train
+from .trainer import KDConfig, OptimConfig, TrainConfig, checkpoint_steps, read_state, train
 from .trajectory import Phases, Trajectory, detect_phases, loss_spikes
 
 
 def _set_threads(recipe: Recipe) -> None:
+    check_threads(recipe)  # before torch starts that many threads
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
 
@@ -50,8 +51,8 @@ def require_device(device: str) -> None:
         if count <= int(index or 0):
             why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
                    else f"{count} CUDA device(s) visible")
-            raise RecipeError(f"device: {device!r} is not available: {why}; override device=cpu (small "
-                              f"sizes) or install a CUDA build of PyTorch (README, Install)", keys=("device",))
+            raise RecipeError(f"device: {device!r} is not available: {why}; override device=cpu (small sizes) or "
+                              'install a CUDA build of PyTorch (README, section "Two commands")', keys=("device",))
     elif kind == "mps" and not torch.backends.mps.is_available():
         raise RecipeError("device: 'mps' is not available on this machine; override device=cpu", keys=("device",))
 
@@ -85,6 +86,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     same recipe if its config, read by this version (which fills in keys added since with their defaults), equals
     this one. Nothing is written before every check has passed."""
     require_device(recipe.device)
+    check_threads(recipe)
     out = Path(out)
     check_names(out)
     if out.exists() and not out.is_dir():
@@ -599,7 +601,7 @@ def student_groups(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Ph
     parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}
     for job in pending:
         state = student_folder(out, job[0].display, job[1], job[2]) / "state" / "state.json"
-        start = read_json(state).get("step", 0) if state.is_file() else 0  # unreadable: refused, as its resume would
+        start = read_state(state.parent).get("step", 0) if state.is_file() else 0  # unreadable: refused, as resume
         parts.setdefault((start, job[2]) if padded else (start,), []).append(job)
     order = {m.display: i for i, m in enumerate(s.methods)}
     groups = []

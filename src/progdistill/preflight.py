@@ -19,6 +19,7 @@ import torch
 from .config import Recipe, RecipeError
 from .io import CheckpointError, read_json
 
+MAX_THREADS_PER_CORE = 4  # `threads` beyond this many per core are refused
 MAX_LAYERS = 4096  # model depth / layers beyond this are refused before a model is built
 MAX_EVALUATIONS = 10**8  # evaluations of one training run (its curve is kept in memory)
 MAX_BATCH = 2**24  # examples in one training batch
@@ -77,6 +78,17 @@ def model_parameters(key: str, arch: dict[str, Any], io: dict[str, Any]) -> int 
     except (TypeError, OverflowError, RuntimeError) as e:  # sizes beyond what PyTorch can index
         raise RecipeError(f"{key}: cannot be built ({str(e).splitlines()[0][:200]})", keys=(key, "task")) from None
     return sum(p.numel() for p in model.parameters())
+
+
+def check_threads(recipe: Recipe, cores: int | None = None) -> None:
+    """Refuse `threads` above 4 times this machine's cores (`cores`, default os.cpu_count(), the count
+    `executors.threads_per_job` splits): PyTorch gains nothing from more threads than cores, and OpenMP
+    fails (or crashes the process) creating tens of thousands of them."""
+    cores = cores or os.cpu_count() or 1
+    if recipe.threads is not None and recipe.threads > MAX_THREADS_PER_CORE * cores:
+        raise RecipeError(f"threads: {recipe.threads} is more than {MAX_THREADS_PER_CORE}x this machine's {cores} "
+                          f"core{'s' if cores != 1 else ''} (more threads than cores only slow PyTorch down)",
+                          keys=("threads",))
 
 
 def check_sizes(recipe: Recipe, io: dict[str, Any], out: Path, memory: int | None = None,

@@ -39,8 +39,10 @@ def _variants(annotation: Any) -> list[type[BaseModel]]:
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _type_name(typing.get_args(annotation)[0])
+    if origin is typing.Annotated:  # an item's constraints, e.g. list[Annotated[int, Field(ge=0)]]: 'int ≥ 0'
+        inner, *metadata = typing.get_args(annotation)
+        found = _marks([m for item in metadata for m in getattr(item, "metadata", [item])])
+        return _type_name(inner) + (f" {', '.join(found)}" if found else "")
     if origin is Literal:
         return " | ".join(str(a) for a in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
@@ -64,11 +66,16 @@ def _field_type(field) -> str:
     return _type_name(field.annotation) + _bounds(field)
 
 
-def _bounds(field) -> str:
-    """Constraints such as '≥ 1' or '> 0, ≤ 1' from the field's metadata."""
+def _marks(metadata: list[Any]) -> list[str]:
+    """Constraints such as ['≥ 1'] or ['> 0', '≤ 1'] from pydantic metadata (annotated-types objects)."""
     marks = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥"}
-    found = [f"{sign} {getattr(m, name)}" for m in field.metadata for name, sign in marks.items()
-             if getattr(m, name, None) is not None]
+    return [f"{sign} {getattr(m, name)}" for m in metadata for name, sign in marks.items()
+            if getattr(m, name, None) is not None]
+
+
+def _bounds(field) -> str:
+    """Constraints such as ' (≥ 1)' or ' (> 0, ≤ 1)' from the field's metadata."""
+    found = _marks(field.metadata)
     return f" ({', '.join(found)})" if found else ""
 
 

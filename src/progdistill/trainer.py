@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .batch1 import make_batch1_path
 from .config import KDSection, OptimSection, RecipeError, TrainSettings, one_line, validate_section
-from .io import load_tensors, read_json, save_tensors, write_json
+from .io import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from .losses import distillation_terms
 from .metric_logging import TrainingLosses, open_loggers
 from .models import model_type
@@ -181,12 +181,15 @@ class Run:
         record; None if there is none. Raises CheckpointError for unreadable files."""
         if not (self.state_dir / "state.json").is_file():
             return None
-        saved = read_json(self.state_dir / "state.json")
+        saved = read_state(self.state_dir)
         files = saved.get("files", {"model": "model.safetensors", "optimizer": "optimizer.safetensors"})
-        model = load_tensors(self.state_dir / files["model"], device)
-        optimizer = _read_optimizer(self.state_dir / files["optimizer"], saved["optimizer"], device)
-        if "rng" in files:  # dropout and any other draw from the global generators continue where they were
-            _set_rng_state(load_tensors(self.state_dir / files["rng"]))
+        try:
+            model = load_tensors(self.state_dir / files["model"], device)
+            optimizer = _read_optimizer(self.state_dir / files["optimizer"], saved["optimizer"], device)
+            if "rng" in files:  # dropout and any other draw from the global generators continue where they were
+                _set_rng_state(load_tensors(self.state_dir / files["rng"]))
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; {restart_hint(self.state_dir)}") from None
         self.schedule.load_state_dict(saved["schedule"])
         self.record = saved["record"]
         if "losses" in saved:
@@ -292,6 +295,26 @@ class Run:
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         return self.record
+
+
+def restart_hint(state_dir: Path) -> str:
+    """How to recover from a model's unreadable resumable state: without its `state/` folder the model
+    trains again from step 0 (same seed, same data: the same results; its checkpoints are written anew)."""
+    return f"delete {state_dir} to train this model again from step 0 (its checkpoints are written anew)"
+
+
+def read_state(state_dir: str | Path) -> dict[str, Any]:
+    """A model's state.json in `state_dir`; CheckpointError, saying how to restart the model, if it is
+    unreadable or not a JSON object."""
+    state_dir = Path(state_dir)
+    try:
+        saved = read_json(state_dir / "state.json")
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {restart_hint(state_dir)}") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{state_dir / 'state.json'}: not a training state (a JSON object); "
+                              f"{restart_hint(state_dir)}")
+    return saved
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

@@ -188,8 +188,9 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
     padded = np.concatenate([np.full(half, v[0]), v, np.full(half, v[-1])])
     rate = padded[: len(v)] - padded[2 * half:]  # fall over a window centred at each grid point
     centre = int(np.argmax(rate))
+    falls, declines, drop = ("falls", "declines", "drop") if metric == "loss" else ("rises", "rises", "rise")
     if rate[centre] <= 0:
-        raise ValueError(f"{metric!r} never falls (rises, for accuracy): no phase transition to detect")
+        raise ValueError(f"{metric!r} never {falls}: no phase transition to detect")
     low = rate < threshold * rate[centre]
     start = centre
     while start > 0 and not low[start - 1]:
@@ -200,7 +201,6 @@ def detect_phases(curve: list[dict[str, Any]], metric: str = "loss", window: flo
     fall, total = float(v[start] - v[end]), float(v[0] - v[-1])
     where = f"its steepest stretch (steps {int(round(grid[start])):,}–{int(round(grid[end])):,})"
     steepness = (fall / total) / (max(end - start, 1) / (len(v) - 1))
-    falls, declines, drop = ("falls", "declines", "drop") if metric == "loss" else ("rises", "rises", "rise")
     if steepness < sharpness:
         raise ValueError(f"{metric!r} {declines} without a sharp {drop}: {where} {falls} {steepness:.2f}x as fast as "
                          f"the curve on average (phases.sharpness needs {sharpness:g}x): no phase transition to detect")
