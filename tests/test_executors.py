@@ -3,36 +3,14 @@ local processes and on a local Ray instance; bad executor settings stop before a
 
 import json
 import shutil
-import textwrap
 
 import pytest
 
 from progdistill.cli import main
+from tiny import parity_workers  # noqa: E402
 from progdistill.executors import ExecutorError, InProcess, LocalProcesses, make_executor, threads_per_job
 
-SMALL = textwrap.dedent("""
-    name: tiny-executors
-    threads: 1
-    task: {name: parity, d: 12, k: 2, eval_size: 256}
-    teacher:
-      model: {type: mlp, width: 64}
-      steps: 600
-      batch_size: 16
-      optim: {lr: 0.1}
-      eval_every: 25
-      checkpoint_every: 50
-    phases: {metric: accuracy}
-    probe: {monomials: {samples: 2000, off_support: 5}}
-    students:
-      model: {type: mlp, width: 16}
-      steps: 150
-      batch_size: 16
-      optim: {lr: 0.1}
-      eval_every: 25
-      seeds: [0, 1]
-      methods: [ce, auto]
-    report: {target: 0.9}
-""")
+SMALL = parity_workers()
 
 
 def _summary(recipe, folder):

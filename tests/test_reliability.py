@@ -4,11 +4,11 @@ import json
 import os
 import shutil
 import stat
-import textwrap
 
 import pytest
 
 from progdistill.cli import main, one_line
+from tiny import parity_workers  # noqa: E402
 from progdistill.config import RecipeError, load_recipe
 from progdistill.grammar import parse_grammar, sample_sentences_recursive
 from progdistill.io import OutputError, remove_stale_temporaries, write_json, write_text
@@ -430,30 +430,8 @@ def test_the_same_tensors_and_metadata_saved_twice_give_the_same_bytes(tmp_path)
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
 
 
-TERMINATED = textwrap.dedent("""
-    name: tiny-terminated
-    threads: 1
-    workers: 2
-    task: {name: parity, d: 12, k: 2, eval_size: 256}
-    teacher:
-      model: {type: mlp, width: 64}
-      steps: 4000
-      batch_size: 16
-      optim: {lr: 0.1}
-      eval_every: 50
-      checkpoint_every: 250
-    phases: {metric: accuracy}
-    probe: {monomials: {samples: 2000, off_support: 5}}
-    students:
-      model: {type: mlp, width: 16}
-      steps: 150
-      batch_size: 16
-      optim: {lr: 0.1}
-      eval_every: 25
-      seeds: [0]
-      methods: [ce, one-shot]
-    report: {target: 0.9}
-""")
+TERMINATED = parity_workers("tiny-terminated", teacher_steps=4000, eval_every=50, checkpoint_every=250, seeds="[0]",
+                            methods="[ce, one-shot]", workers=2)
 
 
 def _children(pid):

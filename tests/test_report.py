@@ -419,30 +419,11 @@ def test_monomial_verdicts_say_where_the_transition_window_lies_and_call_a_spike
 
 
 
-FLAT_RECIPE = textwrap.dedent("""
-    name: flat-teacher
-    threads: 1
-    task: {name: parity, d: 14, k: 3, eval_size: 256}
-    teacher:
-      model: {type: mlp, width: 64}
-      steps: 400
-      batch_size: 16
-      optim: {lr: 1.0e-9}
-      eval_every: 25
-      checkpoint_every: 50
-    phases: {metric: accuracy}
-    probe:
-      monomials: {samples: 2048, off_support: 5}
-    students:
-      model: {type: mlp, width: 16}
-      steps: [300]
-      batch_size: 16
-      optim: {lr: 0.1}
-      eval_every: 25
-      seeds: [0]
-      methods: [ce, {name: progressive, speed: 4, label: fast}, {name: two-shot, checkpoint: middle, switch: 100},
-                auto]
-""")
+# RECIPE with a teacher that never learns (lr 1e-9), smaller, and methods of which two need the phases
+FLAT = ["name=flat-teacher", "teacher.optim.lr=1e-9", "teacher.steps=400", "teacher.model.width=64",
+        "probe.monomials.samples=2048", "students.steps=[300]", "students.seeds=[0]", "students.sweep=null",
+        "students.methods=[ce, {name: progressive, speed: 4, label: fast}, {name: two-shot, checkpoint: middle, "
+        "switch: 100}, auto]"]
 
 
 @pytest.fixture(scope="module")
@@ -451,9 +432,9 @@ def flat_run(tmp_path_factory):
     need the phases (`two-shot` at the middle of the drop, `auto`): `progdistill run` trains and probes the
     teacher, then refuses the students; `progdistill report` reports on what there is."""
     root = tmp_path_factory.mktemp("flat")
-    (root / "flat.yaml").write_text(FLAT_RECIPE)
+    (root / "flat.yaml").write_text(RECIPE)
     out = root / "run"
-    assert main(["run", str(root / "flat.yaml"), "--out", str(out), "--quiet"]) != 0
+    assert main(["run", str(root / "flat.yaml"), *FLAT, "--out", str(out), "--quiet"]) != 0
     assert not (out / "students").exists() and (out / "probes" / "teacher_monomials.json").is_file()
     assert main(["report", str(out)]) == 0
     return out, (out / "report.md").read_text()

@@ -30,3 +30,34 @@ students:
   methods: [ce, one-shot, {{name: two-shot, checkpoint: {two_shot_checkpoint}, switch: 10}}]
 report: {{target: 0.9}}
 """
+
+
+def parity_workers(name: str = "tiny-executors", teacher_steps: int = 600, eval_every: int = 25,
+                   checkpoint_every: int = 50, seeds: str = "[0, 1]", methods: str = "[ce, auto]",
+                   workers: int | None = None) -> str:
+    """A parity recipe a little larger than `parity_tiny` (d=12, k=2, teacher width 64, students width
+    16, the monomial probe): enough checkpoints and students to spread over worker processes."""
+    return f"""\
+name: {name}
+threads: 1
+{f"workers: {workers}" if workers else ""}
+task: {{name: parity, d: 12, k: 2, eval_size: 256}}
+teacher:
+  model: {{type: mlp, width: 64}}
+  steps: {teacher_steps}
+  batch_size: 16
+  optim: {{lr: 0.1}}
+  eval_every: {eval_every}
+  checkpoint_every: {checkpoint_every}
+phases: {{metric: accuracy}}
+probe: {{monomials: {{samples: 2000, off_support: 5}}}}
+students:
+  model: {{type: mlp, width: 16}}
+  steps: 150
+  batch_size: 16
+  optim: {{lr: 0.1}}
+  eval_every: 25
+  seeds: {seeds}
+  methods: {methods}
+report: {{target: 0.9}}
+"""
