@@ -573,8 +573,13 @@ def test_an_empty_state_json_says_how_to_restart_and_the_restart_gives_the_same_
     states = list(out.glob("**/state/state.json"))
     assert len(states) == 1 and part in states[0].relative_to(out).parts
     states[0].write_text("")  # empty, as a full disk or a crash of the filesystem can leave it
+    files = [p for p in out.rglob("*") if p.is_file()]
+    for p in files:
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    before = {p: (p.read_bytes(), p.stat().st_mtime) for p in files}
     capsys.readouterr()
     assert main(["run", str(recipe), "--out", str(out), *small]) == 2
+    assert {p: (p.read_bytes(), p.stat().st_mtime) for p in out.rglob("*") if p.is_file()} == before  # untouched
     err = capsys.readouterr().err
     assert err.startswith(f"error: {states[0]}: not valid JSON (truncated or corrupt?): ") and err.endswith(
         f"; delete {states[0].parent} to train this model again from step 0 (its checkpoints are written anew)\n")

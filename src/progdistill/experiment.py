@@ -26,7 +26,7 @@ from .group import (GROUP_SIZE, Member, balance_groups, group_key, grouping_pays
 from .models import build_model, count_parameters, io_mismatches, resolve_architecture
 from .probing import EarlyProbes, probe_rows, probe_steps
 from .preflight import (check_eval_size, check_phase_evaluations, check_probe_options, check_schedules,
-                        check_sizes, check_student_results, check_threads, check_trajectory, schedule_error)
+                        check_sizes, check_resume_files, check_threads, check_trajectory, schedule_error)
 from .probes.monomials import monomial_peak, transition_window
 from . import distributed
 from .executors import Executor, InProcess, make_executor, threads_per_job
@@ -117,7 +117,7 @@ def prepare_run(recipe: Recipe, out: str | Path) -> Path:
     check_sizes(recipe, task.model_io(), out)
     if not recipe.teacher.path and (out / "teacher" / "curve.json").is_file():  # a finished teacher is reused:
         check_trajectory(Trajectory(out / "teacher"))  # a damaged one is refused before run.json is rewritten
-    check_student_results(out)
+    check_resume_files(out)
     grammar_file = getattr(getattr(recipe.task, "grammar", None), "path", None)
     inputs = {"task.grammar.path": file_hash(grammar_file)} if grammar_file else {}
     inputs.update(task.input_hashes())

@@ -285,10 +285,18 @@ def check_schedules(recipe: Recipe, trajectory) -> None:
                 raise RecipeError(schedule_error(method, e)) from None
 
 
-def check_student_results(out: Path) -> None:
-    """The finished students of a run folder being resumed (their result.json and curve.json, which a
-    resume reads and does not recompute) must be readable JSON (an object, a list): a damaged one is
-    refused here, naming the file, before run.json or any other file is rewritten. Raises CheckpointError."""
+def check_resume_files(out: Path) -> None:
+    """What a resume of the run folder `out` reads and does not recompute must be readable, checked here,
+    before run.json or any other file is rewritten, so that a refusal leaves the folder as it was: each
+    saved training state (`teacher/state/state.json`, a student's `state/state.json`: a JSON object; the
+    error says how to restart that model) and each finished student's result.json and curve.json (a JSON
+    object, a list). Raises CheckpointError naming the file."""
+    from .trainer import read_state
+
+    for state in [out / "teacher" / "state" / "state.json",
+                  *sorted((out / "students").rglob("state/state.json"))]:
+        if state.is_file():
+            read_state(state.parent)
     students = out / "students"
     if not students.is_dir():
         return
