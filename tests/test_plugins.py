@@ -315,3 +315,39 @@ def test_an_import_path_to_anything_but_a_class_or_a_users_function_is_refused_b
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith(f"{section}: {refusal}\n"), err
     assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.parametrize("section, target, keywords", [
+    ("teacher.model", "torch:load", "f: PAYLOAD, weights_only: false"),
+    ("students.model", "numpy:load", "file: PAYLOAD, allow_pickle: true"),
+    ("task", "torch.hub:load", "repo_or_dir: HUB, model: x, source: local"),
+])
+def test_a_function_of_an_installed_package_is_refused_before_it_unpickles_or_runs_anything(
+        plugin, tmp_path, capsys, section, target, keywords):
+    """torch.load, numpy.load (with pickles allowed) and torch.hub.load (a local hubconf.py) run any file
+    they are given: as factories named by a recipe they are refused, as a function of an installed
+    package, before they are called; the payloads' marker is never created."""
+    import pickle
+
+    marker = tmp_path / "MARKER"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "payload.pkl").write_bytes(pickle.dumps(Payload()))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "hubconf.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    payload = keywords.replace("PAYLOAD", str(tmp_path / "payload.pkl")).replace("HUB", str(hub))
+    key = "name" if section == "task" else "type"
+    out = tmp_path / "run"
+    assert main(["run", str(_write(tmp_path, RECIPE)), "--out", str(out), "--quiet",
+                 f'{section}={{{key}: "{target}", {payload}}}']) == 2
+    err = capsys.readouterr().err
+    top = target.split(".")[0].split(":")[0]
+    kind = "progdistill Task" if section == "task" else "torch.nn.Module"
+    assert err.count("\n") == 1 and err.endswith(
+        f"{section}: {target} is a function of an installed package ({top}), not a {kind} factory of your own: "
+        f"name a {kind} class, or a function in your own module\n"), err
+    assert not marker.exists() and not out.exists()

@@ -78,6 +78,27 @@ def check_kind(obj: Any, path: str, base: type, what: str) -> None:
     top = (getattr(obj, "__module__", None) or "").split(".")[0]
     if top in sys.stdlib_module_names:
         raise PluginError(f"{path} is a function of Python's standard library ({top}), not a {what} factory")
+    if _installed(obj.__code__.co_filename):
+        raise PluginError(f"{path} is a function of an installed package ({top}), not a {what} factory of your own: "
+                          f"name a {what} class, or a function in your own module")
+
+
+def _installed(filename: str) -> bool:
+    """Whether a function's source file lies in an installed package (a site-packages folder). Functions
+    of installed packages (torch.load, numpy.load, torch.hub.load, ...) are refused as factories: a
+    recipe naming them with its keywords could unpickle or run any file. A user's own module (beside the
+    recipe, on PYTHONPATH, or installed in editable mode) lies elsewhere."""
+    import site
+    import sysconfig
+    from pathlib import Path
+
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    try:
+        file = Path(filename).resolve()
+    except OSError:
+        return False
+    return any(file.is_relative_to(Path(root).resolve()) for root in roots if root)
 
 
 def keyword_parameters(obj: Any) -> tuple[dict[str, inspect.Parameter], bool]:
