@@ -230,7 +230,8 @@ def test_phases_not_found_are_said_with_the_detectors_reason(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: students: method 'progressive-from-drop': start 'drop_start' needs the teacher's phases, which were "
         "not detected ('accuracy' never rises: no phase transition to detect; "
-        "teacher_phases.json)\n")
+        f"teacher_phases.json); the teacher is kept: `progdistill report {out}` says how to train other methods "
+        "on it\n")
     assert not (out / "students").exists()
 
 
@@ -251,7 +252,8 @@ def test_a_refused_schedule_names_its_method_once(tmp_path, capsys):
                  "students.steps=20", "students.methods=[ce, auto]", "--out", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err == (
         "error: students: method 'auto' needs the teacher's phases, which were not detected ('accuracy' never rises: "
-        "no phase transition to detect; teacher_phases.json)\n")
+        f"no phase transition to detect; teacher_phases.json); the teacher is kept: `progdistill report {out}` says "
+        "how to train other methods on it\n")
 
 
 @pytest.mark.parametrize("damage", ["truncated result", "result not an object", "truncated curve"])

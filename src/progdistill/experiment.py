@@ -629,6 +629,8 @@ def run_students(recipe: Recipe, out: Path, trajectory: Trajectory, phases: Phas
                 saved = _readable(out / "teacher_phases.json")
                 found = saved.get("error") if isinstance(saved, dict) else None
                 why = f" ({found}; teacher_phases.json)" if found else ""
+                why += (f"; the teacher is kept: `progdistill report {out}` says how to train other methods on it"
+                        if not recipe.teacher.path else "")
             raise RecipeError(schedule_error(method, e) + why) from None
     if all((student_folder(out, m.display, b, seed) / "result.json").is_file() for m, b, seed in jobs):
         return [read_json(student_folder(out, m.display, b, seed) / "result.json") for m, b, seed in jobs]
