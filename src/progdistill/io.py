@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 class CheckpointError(ValueError):
@@ -228,13 +228,7 @@ def _sort_header(path: str) -> None:
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Load a safetensors file; a missing or truncated file raises CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {e}") from None
+    return load_tensors_and_metadata(path, device)[0]
 
 
 def load_tensors_and_metadata(path: str | Path, device: str | torch.device = "cpu"

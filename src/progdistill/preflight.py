@@ -300,16 +300,21 @@ def check_resume_files(out: Path) -> None:
     students = out / "students"
     if not students.is_dir():
         return
-    hint = "delete that student's folder to train it again"
     for result in sorted(students.rglob("result.json")):
-        for path, kind, what in ((result, dict, "an object"), (result.with_name("curve.json"), list, "a list")):
-            if path == result or path.is_file():
-                try:
-                    content = read_json(path)
-                except CheckpointError as e:
-                    raise CheckpointError(f"{e}; {hint}") from None
-                if not isinstance(content, kind):
-                    raise CheckpointError(f"{path}: expected {what}, got {type(content).__name__}; {hint}")
+        _finished_file(result, dict, "an object")
+        if (curve := result.with_name("curve.json")).is_file():
+            _finished_file(curve, list, "a list")
+
+
+def _finished_file(path: Path, kind: type, what: str) -> None:
+    """A finished student's file must be readable JSON of `kind`; CheckpointError with the way out otherwise."""
+    hint = "delete that student's folder to train it again"
+    try:
+        content = read_json(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {hint}") from None
+    if not isinstance(content, kind):
+        raise CheckpointError(f"{path}: expected {what}, got {type(content).__name__}; {hint}")
 
 
 def schedule_error(method, error: ValueError) -> str:
